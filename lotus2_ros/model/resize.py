@@ -1,0 +1,104 @@
+"""Image ⇄ model-input conversions and the Lotus-2 resize policy.
+
+Pure tensor functions, no model state. The policy is the one the official Lotus-2 inference
+applies (see DESIGN.md):
+
+1. if the long edge exceeds ``process_res`` (1024 by default), scale so it becomes
+   ``process_res`` (both sides truncated to int); never upscale;
+2. scale by ``(short // 16) * 16 / short`` (truncate) and floor both sides to multiples of 16;
+3. bilinear, ``align_corners=False``, no antialiasing, on the ``[-1, 1]`` float image.
+
+Outputs are resized back to the input size with the same bilinear interpolation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: The model works on multiples of this many pixels (VAE factor 8 × 2×2 packing).
+SIZE_MULTIPLE_PX = 16
+#: Default cap on the long edge, as in the official inference.
+DEFAULT_PROCESS_RES = 1024
+
+
+def processing_size(height_px: int, width_px: int, process_res: int | None = DEFAULT_PROCESS_RES) -> tuple[int, int]:
+    """Return the ``(height, width)`` the model processes an image of the given size at.
+
+    Args:
+        height_px: Input image height in pixels (≥ 16).
+        width_px: Input image width in pixels (≥ 16).
+        process_res: Cap on the long edge in pixels, or ``None`` for no cap. Never upscales.
+
+    Returns:
+        ``(h, w)``, both positive multiples of 16.
+
+    Raises:
+        ValueError: If the image is smaller than 16 px on a side or ``process_res`` < 16.
+    """
+    if height_px < SIZE_MULTIPLE_PX or width_px < SIZE_MULTIPLE_PX:
+        raise ValueError(
+            f"image size {height_px}x{width_px} (HxW) is too small: both sides must be at least "
+            f"{SIZE_MULTIPLE_PX} px"
+        )
+    if process_res is not None and process_res < SIZE_MULTIPLE_PX:
+        raise ValueError(f"process_res must be >= {SIZE_MULTIPLE_PX} or None, got {process_res}")
+    h, w = int(height_px), int(width_px)
+    if process_res is not None and max(h, w) > process_res:
+        scale = process_res / max(h, w)
+        h, w = int(h * scale), int(w * scale)
+    short = min(h, w)
+    scale = (short // SIZE_MULTIPLE_PX) * SIZE_MULTIPLE_PX / short
+    h, w = int(h * scale), int(w * scale)
+    h, w = (h // SIZE_MULTIPLE_PX) * SIZE_MULTIPLE_PX, (w // SIZE_MULTIPLE_PX) * SIZE_MULTIPLE_PX
+    if h < SIZE_MULTIPLE_PX or w < SIZE_MULTIPLE_PX:
+        # Only reachable with extreme aspect ratios (e.g. 16x4000 capped to 1024).
+        raise ValueError(
+            f"image size {height_px}x{width_px} (HxW) has too extreme an aspect ratio for "
+            f"process_res={process_res}: it would be processed at {h}x{w}"
+        )
+    return h, w
+
+
+def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Convert uint8 RGB images to a float32 tensor in ``[-1, 1]``.
+
+    Args:
+        images: ``uint8`` array ``[H,W,3]`` or ``[B,H,W,3]``, RGB.
+        device: Where the tensor goes.
+
+    Returns:
+        ``float32`` tensor ``[B,3,H,W]`` in ``[-1, 1]``.
+
+    Raises:
+        ValueError: On a wrong dtype or shape.
+    """
+    if not isinstance(images, np.ndarray):
+        raise ValueError(f"images must be a numpy array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 RGB, got dtype {images.dtype}")
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must have shape [H,W,3] or [B,H,W,3], got {tuple(images.shape)}")
+    rgb = torch.from_numpy(np.ascontiguousarray(images)).to(device)  # [B,H,W,3] uint8
+    rgb = rgb.permute(0, 3, 1, 2).to(torch.float32)  # [B,3,H,W]
+    return rgb / 127.5 - 1.0
+
+
+def resize_bilinear(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (``align_corners=False``, no antialias); identity if already that size.
+
+    Args:
+        x: ``[B,C,H,W]`` floating tensor.
+        size_hw: Target ``(height, width)``.
+    """
+    if tuple(x.shape[-2:]) == tuple(size_hw):
+        return x
+    return F.interpolate(x, size=tuple(size_hw), mode="bilinear", align_corners=False)
+
+
+def decoded_to_unit(decoded: torch.Tensor) -> torch.Tensor:
+    """Map VAE output in ``[-1, 1]`` to ``[0, 1]`` float32 (clamped), as the official post-process."""
+    return (decoded.to(torch.float32) / 2 + 0.5).clamp(0, 1)

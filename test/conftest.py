@@ -1,0 +1,25 @@
+"""Shared fixtures: a tiny random model in the official layout, built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub from the tests
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """``TinyModel(base_model, weights)`` folders written by ``make_tiny_model`` (seed 0)."""
+    from lotus2_ros.model.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model):
+    """A fp32 CPU engine with both tasks and both sharpeners loaded."""
+    from lotus2_ros.model.engine import EngineConfig, Lotus2Engine
+
+    return Lotus2Engine.load(EngineConfig(tiny_model.base_model, tiny_model.weights, tasks=("depth", "normal")))
