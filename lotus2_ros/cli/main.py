@@ -1,0 +1,59 @@
+"""The ``lotus2`` command: one executable with the product's subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: subcommand → module in ``lotus2_ros.cli`` providing ``add_arguments(parser)`` and ``command(args) -> int``.
+SUBCOMMANDS = {
+    "predict": ("predict", "depth / normals for image files"),
+    "demo": ("demo", "run the engine with the tiny model on a synthetic sequence"),
+    "make-tiny-model": ("models", "write a random tiny model in the official layout"),
+    "export-prompt-embeds": ("models", "compute the empty-prompt embeddings once"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lotus2", description="Lotus-2 monocular depth and normals.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        mod = importlib.import_module(f"lotus2_ros.cli.{module}")
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        getattr(mod, f"add_{name.replace('-', '_')}_arguments", getattr(mod, "add_arguments", None))(p)
+        p.set_defaults(_command=getattr(mod, f"{name.replace('-', '_')}_command",
+                                        getattr(mod, "command", None)))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    quiet_third_party()
+    return int(args._command(args))
+
+
+def quiet_third_party() -> None:
+    """Silence progress bars and advisory warnings of diffusers/transformers/peft in CLI output."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        dlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:  # pragma: no cover - both are install requirements
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Conversions between messages/files and numpy; never imports rclpy."""
