@@ -1,0 +1,27 @@
+"""Camera geometry in the ROS optical frame (x right, y down, z forward); NaN marks invalid.
+
+numpy/opencv only: never imports rclpy or torch. Each submodule owns one idea and lists its
+public names in ``__all__``; this package re-exports them.
+"""
+
+from lotus2_ros.geometry.camera import (
+    PinholeCamera,
+    depth_to_points,
+    distort_normalized,
+    points_to_pixels,
+    undistort_normalized,
+)
+from lotus2_ros.geometry.normals import model_to_optical, normalize, optical_to_model
+
+__all__ = [
+    # camera.py
+    "PinholeCamera",
+    "depth_to_points",
+    "distort_normalized",
+    "points_to_pixels",
+    "undistort_normalized",
+    # normals.py
+    "model_to_optical",
+    "normalize",
+    "optical_to_model",
+]
