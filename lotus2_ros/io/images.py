@@ -32,7 +32,11 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def write_rgb(path: Path, rgb: np.ndarray) -> None:
     """Write ``uint8`` RGB ``[H,W,3]`` to an image file (format from the suffix)."""
-    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
+    try:
+        ok = cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+    except cv2.error as err:  # OpenCV 5 raises where 4 returned False
+        raise OSError(f"cannot write image {path}: {err}") from err
+    if not ok:
         raise OSError(f"cannot write image {path}")
 
 

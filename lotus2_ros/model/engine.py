@@ -20,6 +20,7 @@ adapters and an LCM.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,8 +35,8 @@ from ..prediction import Prediction
 from .latents import FlowSchedule, image_position_ids, pack_latents, text_position_ids, unpack_latents
 from .lcm import LocalContinuityModule
 from .prompt_embeds import load_prompt_embeds
-from .resize import DEFAULT_PROCESS_RES, decoded_to_unit, images_to_tensor, processing_size, resize_bilinear
-from .weights import TASKS, TaskWeightFiles, WeightsError, attach_lora, load_lcm
+from .resize import DEFAULT_PROCESS_RES, decoded_to_unit, images_to_tensor, resize_bilinear, resize_for_model
+from .weights import TASKS, TaskWeightFiles, WeightsError, activate_adapter, attach_lora, load_lcm
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class EngineConfig:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         if self.process_res is not None and self.process_res < 16:
             raise ValueError(f"process_res must be >= 16 or None, got {self.process_res}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
 
 
@@ -90,7 +91,7 @@ def _check_folder(path: Path, what: str, required: tuple[str, ...]) -> None:
 
 
 @dataclass
-class _StageTimer:
+class StageTimer:
     """Wall-clock stage timings in ms; synchronises CUDA so GPU time is attributed correctly."""
 
     device: torch.device
@@ -182,8 +183,7 @@ class Lotus2Engine:
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 RGB ``[H,W,3]`` / ``[B,H,W,3]`` → ``[B,3,h,w]`` in ``[-1,1]`` at the processing size."""
         rgb = images_to_tensor(images, self.device)  # [B,3,H,W] float32
-        size = processing_size(rgb.shape[2], rgb.shape[3], self.config.process_res)
-        return resize_bilinear(rgb, size).to(self.dtype)  # [B,3,h,w]
+        return resize_for_model(rgb, self.config.process_res).to(self.dtype)  # [B,3,h,w]
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """``[B,3,h,w]`` in ``[-1,1]`` → scaled latent ``[B,C,h/8,w/8]`` (posterior mode)."""
@@ -230,6 +230,27 @@ class Lotus2Engine:
             tokens = (tokens.to(torch.float32) + (sigmas[i + 1] - sigmas[i]) * velocity).to(velocity.dtype)
             yield unpack_latents(tokens, (h, w))
 
+    def velocity(self, latents: torch.Tensor, task: str, sigmas: torch.Tensor | float) -> torch.Tensor:
+        """The detail sharpener's velocity at flow time ``sigmas``: ``[B,C,h,w]`` → ``[B,C,h,w]``.
+
+        The same transformer call :meth:`iter_sharpen` makes at each Euler step
+        (``x ← x + (σ_next − σ)·v``, σ from 1 to 0), for any σ: the trainer fits it.
+
+        Args:
+            latents: Unpacked latent ``[B,C,h,w]`` on the flow path at ``sigmas``.
+            task: Whose ``{task}_sharpener`` adapter to use.
+            sigmas: Flow time in ``[0, 1]``, a scalar or one per sample ``[B]``.
+        """
+        if task not in self.sharpener_tasks:
+            raise ValueError(f"the detail sharpener for {task!r} is not loaded")
+        self._use_adapter(f"{task}_sharpener")
+        b, _, h, w = latents.shape
+        tokens = pack_latents(latents.to(self.dtype))  # [B,N,4C]
+        sigma = torch.as_tensor(sigmas, dtype=torch.float32, device=self.device).expand(b)  # [B]
+        timestep = (sigma * self.schedule.num_train_timesteps).to(self.dtype)
+        out = self._transformer(tokens, timestep / 1000, (h, w))  # [B,N,4C]
+        return unpack_latents(out, (h, w))  # [B,C,h,w]
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latent ``[B,C,h/8,w/8]`` → decoded image ``[B,3,h,w]`` float32 in ``[0,1]``."""
         z = latents.to(self.dtype) / self.vae.config.scaling_factor + self.vae.config.shift_factor
@@ -247,6 +268,44 @@ class Lotus2Engine:
         unit = resize_bilinear(decoded, out_hw).permute(0, 2, 3, 1).cpu().numpy()  # [B,H,W,3]
         return model_to_optical(unit)
 
+    # ------------------------------------------------------------------ composite stages
+    def check_request(self, tasks: tuple[str, ...], sharpen_steps: int) -> None:
+        """Raise ValueError if ``tasks`` are not loaded or ``sharpen_steps`` cannot be run."""
+        unknown = [t for t in tasks if t not in self.lcms]
+        if not tasks or unknown:
+            raise ValueError(f"tasks {unknown or list(tasks)} are not loaded (loaded: {tuple(self.lcms)})")
+        if not 0 <= sharpen_steps <= MAX_SHARPEN_STEPS:
+            raise ValueError(f"sharpen_steps must be in 0..{MAX_SHARPEN_STEPS}, got {sharpen_steps}")
+        if sharpen_steps and any(t not in self.sharpener_tasks for t in tasks):
+            raise ValueError("sharpen_steps > 0 but the detail sharpener was not loaded")
+
+    def coarse_latents(self, rgb: torch.Tensor, tasks: tuple[str, ...],
+                       timer: "StageTimer | None" = None) -> dict[str, torch.Tensor]:
+        """Encode once, then core predictor + LCM per task: ``{task: [B,C,h/8,w/8]}``."""
+        timer = timer or StageTimer(self.device)
+        with timer("encode"):
+            latents = self.encode(rgb)  # [B,C,h/8,w/8]
+        coarse = {}
+        for task in tasks:
+            with timer(f"core_{task}"):
+                out = self.core(latents, task)
+            with timer(f"lcm_{task}"):
+                coarse[task] = self.lcm(out, task)
+        return coarse
+
+    def finish(self, latents: dict[str, torch.Tensor], out_hw: tuple[int, int],
+               timer: "StageTimer | None" = None) -> dict[str, np.ndarray]:
+        """Decode and post-process per task: depth → ``[B,H,W]`` disparity, normal → ``[B,H,W,3]``."""
+        timer = timer or StageTimer(self.device)
+        outputs = {}
+        for task, z in latents.items():
+            with timer(f"decode_{task}"):
+                decoded = self.decode(z)  # [B,3,h,w]
+            with timer(f"postprocess_{task}"):
+                conv = self.to_disparity if task == "depth" else self.to_normals
+                outputs[task] = conv(decoded, out_hw)
+        return outputs
+
     # ------------------------------------------------------------------ inference
     def predict(self, images: np.ndarray, tasks: tuple[str, ...] | None = None,
                 sharpen_steps: int = MAX_SHARPEN_STEPS) -> list[Prediction]:
@@ -260,41 +319,25 @@ class Lotus2Engine:
         Returns:
             One :class:`~lotus2_ros.prediction.Prediction` per image, at the input size.
         """
+        if isinstance(tasks, str):
+            raise ValueError(f"tasks must be a tuple of task names, got the string {tasks!r}")
         tasks = tuple(tasks or self.config.tasks)
-        unknown = [t for t in tasks if t not in self.lcms]
-        if unknown:
-            raise ValueError(f"tasks {unknown} are not loaded (loaded: {tuple(self.lcms)})")
-        if not 0 <= sharpen_steps <= MAX_SHARPEN_STEPS:
-            raise ValueError(f"sharpen_steps must be in 0..{MAX_SHARPEN_STEPS}, got {sharpen_steps}")
-        if sharpen_steps and any(t not in self.sharpener_tasks for t in tasks):
-            raise ValueError("sharpen_steps > 0 but the detail sharpener was not loaded")
-        timer = _StageTimer(self.device)
+        self.check_request(tasks, sharpen_steps)
+        timer = StageTimer(self.device)
         with torch.inference_mode():
             with timer("preprocess"):
                 rgb = self.preprocess(images)  # [B,3,h,w]
-            in_hw = tuple(images.shape[-3:-1])
-            with timer("encode"):
-                latents = self.encode(rgb)  # [B,C,h/8,w/8]
-            outputs: dict[str, np.ndarray] = {}
+            latents = self.coarse_latents(rgb, tasks, timer)
             for task in tasks:
-                with timer(f"core_{task}"):
-                    coarse = self.core(latents, task)
-                with timer(f"lcm_{task}"):
-                    coarse = self.lcm(coarse, task)
                 with timer(f"sharpen_{task}"):
-                    fine = self.sharpen(coarse, task, sharpen_steps)
-                with timer(f"decode_{task}"):
-                    decoded = self.decode(fine)  # [B,3,h,w]
-                with timer(f"postprocess_{task}"):
-                    conv = self.to_disparity if task == "depth" else self.to_normals
-                    outputs[task] = conv(decoded, in_hw)
-        process_hw = tuple(rgb.shape[-2:])
+                    latents[task] = self.sharpen(latents[task], task, sharpen_steps)
+            outputs = self.finish(latents, tuple(images.shape[-3:-1]), timer)
         return [
             Prediction(
                 disparity=outputs["depth"][i] if "depth" in outputs else None,
                 normals=outputs["normal"][i] if "normal" in outputs else None,
                 sharpen_steps={t: sharpen_steps for t in tasks},
-                process_hw=process_hw,
+                process_hw=tuple(rgb.shape[-2:]),
                 timings_ms=dict(timer.timings_ms),
             )
             for i in range(rgb.shape[0])
@@ -303,7 +346,7 @@ class Lotus2Engine:
     # ------------------------------------------------------------------ internals
     def _use_adapter(self, name: str) -> None:
         if self._active_adapter != name:
-            self.transformer.set_adapter(name)
+            activate_adapter(self.transformer, name)
             self._active_adapter = name
 
     def _transformer(self, tokens: torch.Tensor, timestep: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:

@@ -6,7 +6,9 @@ applies (see DESIGN.md):
 1. if the long edge exceeds ``process_res`` (1024 by default), scale so it becomes
    ``process_res`` (both sides truncated to int); never upscale;
 2. scale by ``(short // 16) * 16 / short`` (truncate) and floor both sides to multiples of 16;
-3. bilinear, ``align_corners=False``, no antialiasing, on the ``[-1, 1]`` float image.
+3. bilinear, ``align_corners=False``, no antialiasing, on the ``[-1, 1]`` float image — in two
+   resizes when the cap applies (first to the capped size, then to the multiples of 16), as the
+   official code does; one resize otherwise.
 
 Outputs are resized back to the input size with the same bilinear interpolation.
 """
@@ -44,10 +46,7 @@ def processing_size(height_px: int, width_px: int, process_res: int | None = DEF
         )
     if process_res is not None and process_res < SIZE_MULTIPLE_PX:
         raise ValueError(f"process_res must be >= {SIZE_MULTIPLE_PX} or None, got {process_res}")
-    h, w = int(height_px), int(width_px)
-    if process_res is not None and max(h, w) > process_res:
-        scale = process_res / max(h, w)
-        h, w = int(h * scale), int(w * scale)
+    h, w = capped_size(height_px, width_px, process_res)
     short = min(h, w)
     scale = (short // SIZE_MULTIPLE_PX) * SIZE_MULTIPLE_PX / short
     h, w = int(h * scale), int(w * scale)
@@ -59,6 +58,22 @@ def processing_size(height_px: int, width_px: int, process_res: int | None = DEF
             f"process_res={process_res}: it would be processed at {h}x{w}"
         )
     return h, w
+
+
+def capped_size(height_px: int, width_px: int, process_res: int | None) -> tuple[int, int]:
+    """Size after step 1 of the policy only (the long-edge cap; unchanged if not exceeded)."""
+    h, w = int(height_px), int(width_px)
+    if process_res is not None and max(h, w) > process_res:
+        scale = process_res / max(h, w)
+        h, w = int(h * scale), int(w * scale)
+    return h, w
+
+
+def resize_for_model(x: torch.Tensor, process_res: int | None = DEFAULT_PROCESS_RES) -> torch.Tensor:
+    """Resize ``[B,C,H,W]`` to its processing size with the official two-step resizing."""
+    final = processing_size(x.shape[-2], x.shape[-1], process_res)
+    x = resize_bilinear(x, capped_size(x.shape[-2], x.shape[-1], process_res))
+    return resize_bilinear(x, final)
 
 
 def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

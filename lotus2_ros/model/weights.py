@@ -75,7 +75,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weight file not found: {path}")
     try:
         if zipfile.is_zipfile(path) or _starts_with_pickle(path):
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            # A file object, not the path: torch.load hands any path ending in ".safetensors" to
+            # the safetensors reader, and the official LCM is a torch pickle under that name.
+            with open(path, "rb") as f:
+                sd = torch.load(f, map_location="cpu", weights_only=True)
         else:
             from safetensors.torch import load_file
 
@@ -202,6 +205,20 @@ def attach_lora(transformer: nn.Module, path: Path, adapter_name: str) -> LoraSp
         if f".{adapter_name}." in name:
             param.requires_grad_(False)
     return spec
+
+
+def activate_adapter(transformer: nn.Module, adapter_name: str) -> None:
+    """Make ``adapter_name`` the one active LoRA adapter without changing any ``requires_grad``.
+
+    peft's ``set_adapter`` also marks the activated adapter trainable (and every other one
+    frozen). Switching adapters is a routing decision, not a training one: inference keeps all
+    adapters frozen, and the trainer decides itself which parameters learn (a frozen core
+    predictor stays frozen while its sharpener trains on the same transformer).
+    """
+    flags = [(p, p.requires_grad) for n, p in transformer.named_parameters() if ".lora_" in n]
+    transformer.set_adapter(adapter_name)
+    for param, flag in flags:
+        param.requires_grad_(flag)
 
 
 _LCM_KEY = re.compile(r"^lcm\.(0|2)\.(weight|bias)$")

@@ -114,3 +114,18 @@ def test_sharpener_steps_change_the_prediction(tiny_engine):
     d0 = tiny_engine.predict(image, tasks=("depth",), sharpen_steps=0)[0].disparity
     d2 = tiny_engine.predict(image, tasks=("depth",), sharpen_steps=2)[0].disparity
     assert np.abs(d0 - d2).max() > 1e-3
+
+
+def test_preprocess_matches_the_official_two_step_resize_above_the_cap(tiny_engine):
+    # Official: resize to the capped size (long edge 1024), then again to multiples of 16.
+    image = (np.random.default_rng(5).random((700, 1100, 3)) * 255).astype(np.uint8)
+    x = torch.tensor(image.astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0
+    scale = 1024 / 1100
+    h, w = int(700 * scale), int(1100 * scale)  # 651, 1024
+    x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    s = (min(h, w) // 16) * 16 / min(h, w)
+    nh, nw = (int(h * s) // 16) * 16, (int(w * s) // 16) * 16  # 640, 992
+    x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+    got = tiny_engine.preprocess(image)
+    assert tuple(got.shape) == (1, 3, 640, 992)
+    torch.testing.assert_close(got, x, atol=1e-6, rtol=0)

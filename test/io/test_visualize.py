@@ -1,0 +1,95 @@
+"""Colour images of predictions: colour-mapped disparity and the usual normal colouring."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from lotus2_ros.io.visualize import colorize_disparity, colorize_normals
+
+
+def _turbo_rgb(index: int) -> np.ndarray:
+    """OpenCV's Turbo colour of one index, as RGB."""
+    return cv2.applyColorMap(np.array([[index]], np.uint8), cv2.COLORMAP_TURBO)[0, 0, ::-1]
+
+
+# ----------------------------------------------------------------------------- disparity
+def test_colorize_disparity_gives_uint8_rgb_of_the_input_size():
+    rgb = colorize_disparity(np.random.default_rng(0).random((5, 7)).astype(np.float32))
+    assert rgb.shape == (5, 7, 3) and rgb.dtype == np.uint8
+    assert rgb.flags["C_CONTIGUOUS"]
+
+
+def test_colorize_disparity_maps_the_finite_range_onto_the_colour_map_ends():
+    ramp = np.linspace(0.2, 0.8, 11, dtype=np.float32)[None, :]  # [1,11], far -> near
+    rgb = colorize_disparity(ramp)
+    np.testing.assert_array_equal(rgb[0, 0], _turbo_rgb(0))  # min: far, blue end
+    np.testing.assert_array_equal(rgb[0, -1], _turbo_rgb(255))  # max: near, red end
+    assert not np.array_equal(rgb[0, 0], rgb[0, -1])
+    assert rgb[0, 0, 2] > rgb[0, 0, 0]  # far is blue
+    assert rgb[0, -1, 0] > rgb[0, -1, 2]  # near is red
+    # monotone: colours along the ramp are all different from their neighbours
+    assert all(not np.array_equal(rgb[0, i], rgb[0, i + 1]) for i in range(10))
+
+
+def test_colorize_disparity_draws_nan_and_inf_black_and_ignores_them_for_the_range():
+    d = np.array([[0.0, np.nan, 1.0, np.inf, -np.inf]], np.float32)
+    rgb = colorize_disparity(d)
+    np.testing.assert_array_equal(rgb[0, [1, 3, 4]], 0)
+    np.testing.assert_array_equal(rgb[0, 0], _turbo_rgb(0))
+    np.testing.assert_array_equal(rgb[0, 2], _turbo_rgb(255))
+
+
+def test_colorize_disparity_with_a_fixed_range_clamps_outside_values():
+    d = np.array([[-5.0, 0.0, 0.5, 1.0, 5.0]], np.float32)
+    rgb = colorize_disparity(d, lo=0.0, hi=1.0)
+    np.testing.assert_array_equal(rgb[0, 0], rgb[0, 1])
+    np.testing.assert_array_equal(rgb[0, 3], rgb[0, 4])
+    np.testing.assert_array_equal(rgb[0, 2], _turbo_rgb(127))  # 0.5 * 255 = 127.5, truncated
+
+
+@pytest.mark.parametrize("value", [0.0, 0.37, 7.0])
+def test_colorize_disparity_of_a_constant_image_is_one_colour(value):
+    rgb = colorize_disparity(np.full((3, 4), value, np.float32))
+    assert (rgb == rgb[0, 0]).all()
+    np.testing.assert_array_equal(rgb[0, 0], _turbo_rgb(0))
+
+
+def test_colorize_disparity_of_an_all_nan_image_is_black():
+    assert not colorize_disparity(np.full((2, 3), np.nan, np.float32)).any()
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 3, 1)])
+def test_colorize_disparity_rejects_a_non_2d_input(shape):
+    with pytest.raises(ValueError, match=r"\[H,W\]"):
+        colorize_disparity(np.zeros(shape, np.float32))
+
+
+# ----------------------------------------------------------------------------- normals
+@pytest.mark.parametrize(
+    "n_optical, expected",
+    [
+        ((0, 0, -1), (128, 128, 255)),  # a wall facing the camera: light blue
+        ((0, -1, 0), (128, 255, 128)),  # a floor seen by a level camera: green
+        ((-1, 0, 0), (255, 128, 128)),  # facing left in the image (model +x): red
+    ],
+)
+def test_colorize_normals_of_known_surfaces(n_optical, expected):
+    normals = np.broadcast_to(np.array(n_optical, np.float32), (2, 3, 3))
+    rgb = colorize_normals(normals)
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+    assert (rgb == np.array(expected, np.uint8)).all()
+
+
+def test_colorize_normals_draws_nan_black():
+    normals = np.array([[[0, 0, -1], [np.nan, np.nan, np.nan]]], np.float32)
+    rgb = colorize_normals(normals)
+    np.testing.assert_array_equal(rgb[0, 0], (128, 128, 255))
+    np.testing.assert_array_equal(rgb[0, 1], (0, 0, 0))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 2, 2), (1, 2, 2, 3)])
+def test_colorize_normals_rejects_a_non_hw3_input(shape):
+    with pytest.raises(ValueError, match=r"\[H,W,3\]"):
+        colorize_normals(np.zeros(shape, np.float32))
