@@ -36,6 +36,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.60",
     "sentencepiece>=0.1.99",
     "protobuf>=3.20",
+    "pyyaml>=5.4",
 ]
 
 setup(

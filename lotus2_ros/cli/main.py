@@ -16,10 +16,20 @@ SUBCOMMANDS = {
 }
 
 
+#: ROS node subcommands: ``lotus2 <name> [--ros-args …]`` runs ``main(argv)`` of the module in
+#: ``lotus2_ros.ros`` with the remaining arguments untouched (they belong to rclpy).
+ROS_SUBCOMMANDS = {
+    "perception-node": ("perception_node", "the live perception node (rclpy)"),
+    "synthetic-camera": ("synthetic_camera", "a synthetic camera + LiDAR publisher node (rclpy)"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lotus2", description="Lotus-2 monocular depth and normals.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    for name, (_, help_text) in ROS_SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text + "; arguments go to rclpy (--ros-args …)")
     for name, (module, help_text) in SUBCOMMANDS.items():
         mod = importlib.import_module(f"lotus2_ros.cli.{module}")
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -31,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ROS_SUBCOMMANDS:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        quiet_third_party()
+        module = importlib.import_module(f"lotus2_ros.ros.{ROS_SUBCOMMANDS[argv[0]][0]}")
+        return int(module.main(argv[1:]))
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     quiet_third_party()

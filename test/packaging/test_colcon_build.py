@@ -147,6 +147,16 @@ def test_install_tree_has_the_message_definition(colcon_build):
     assert (share / "msg" / "ScaleFit.idl").is_file()
 
 
+def test_install_tree_has_the_node_executables_launch_file_parameters_and_rviz_config(colcon_build):
+    prefix = colcon_build.prefix
+    for exe in ("perception_node", "synthetic_camera", "predict"):
+        launcher = prefix / "lib" / PACKAGE / exe
+        assert launcher.is_file() and os.access(launcher, os.X_OK), exe
+    share = prefix / "share" / PACKAGE
+    for rel in ("launch/perception.launch.py", "config/perception.yaml", "config/lotus2.rviz"):
+        assert (share / rel).read_bytes() == (REPO / rel).read_bytes(), rel
+
+
 def test_predict_launcher_is_an_executable_bound_to_the_build_python(colcon_build):
     launcher = colcon_build.prefix / "lib" / PACKAGE / "predict"
     assert launcher.is_file() and os.access(launcher, os.X_OK)

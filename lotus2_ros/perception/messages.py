@@ -1,0 +1,66 @@
+"""PerceptionOutput → ROS messages, by output topic (shared by the node and the bag tool).
+
+Topic names are relative to the node's private namespace (``~/``); refined results use the
+same names under ``refined/``. Metric topics (``depth/image``, ``points``) exist only for
+outputs with a metric reference: relative values are never published as metres.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..io.camera_info import build_camera_info
+from ..io.image_msgs import build_image
+from ..io.msg_types import MessageTypes
+from ..io.pointcloud import build_pointcloud2
+from ..io.stamps import build_header
+from .pipeline import PerceptionOutput
+
+#: Output topics (relative) and their message types.
+OUTPUT_TOPICS: dict[str, str] = {
+    "disparity": "sensor_msgs/msg/Image",
+    "depth/image": "sensor_msgs/msg/Image",
+    "depth/camera_info": "sensor_msgs/msg/CameraInfo",
+    "depth/colorized": "sensor_msgs/msg/Image",
+    "normals/image": "sensor_msgs/msg/Image",
+    "normals/colorized": "sensor_msgs/msg/Image",
+    "points": "sensor_msgs/msg/PointCloud2",
+}
+REFINED_PREFIX = "refined/"
+
+
+def topic_name(topic: str, refined: bool) -> str:
+    """The relative topic of an output (``refined/…`` for sharpened results)."""
+    return REFINED_PREFIX + topic if refined else topic
+
+
+def output_messages(types: MessageTypes, out: PerceptionOutput, wanted: set[str] | None = None) -> dict[str, Any]:
+    """Messages for the products ``out`` has, keyed by relative topic (with ``refined/`` if refined).
+
+    Args:
+        types: Message family (rclpy or rosbags).
+        out: The products of one frame; headers get its stamp and ``frame_id``.
+        wanted: Base topic names (without ``refined/``) to build; None builds all. Unwanted ones
+            are skipped before any conversion work.
+    """
+    header = build_header(types, out.stamp_ns, out.frame_id)
+
+    def want(topic: str) -> bool:
+        return wanted is None or topic in wanted
+
+    msgs: dict[str, Any] = {}
+    if out.disparity is not None and want("disparity"):
+        msgs["disparity"] = build_image(types, header, out.disparity, "32FC1")
+    if out.depth_m is not None and want("depth/image"):
+        msgs["depth/image"] = build_image(types, header, out.depth_m, "32FC1")
+    if out.calibration is not None and want("depth/camera_info"):
+        msgs["depth/camera_info"] = build_camera_info(types, header, out.calibration)
+    if out.depth_colorized is not None and want("depth/colorized"):
+        msgs["depth/colorized"] = build_image(types, header, out.depth_colorized, "rgb8")
+    if out.normals is not None and want("normals/image"):
+        msgs["normals/image"] = build_image(types, header, out.normals, "32FC3")
+    if out.normals_colorized is not None and want("normals/colorized"):
+        msgs["normals/colorized"] = build_image(types, header, out.normals_colorized, "rgb8")
+    if out.points_m is not None and want("points"):
+        msgs["points"] = build_pointcloud2(types, header, out.points_m, out.rgb, out.normals)
+    return {topic_name(k, out.refined): v for k, v in msgs.items()}

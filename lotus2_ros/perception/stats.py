@@ -1,0 +1,73 @@
+"""Counters, rates and latencies for diagnostics (thread-safe, ROS-free)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import Counter, deque
+
+
+class RateWindow:
+    """Events per second over a sliding time window (seconds, monotonic clock)."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+
+    def add(self, t: float | None = None) -> None:
+        self._times.append(time.monotonic() if t is None else t)
+
+    def rate_hz(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self._times and self._times[0] < now - self.window_s:
+            self._times.popleft()
+        if len(self._times) < 2:
+            return 0.0
+        return (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-9)
+
+
+class NodeStats:
+    """What ``/diagnostics`` reports: input/output rates, latency, drops and bad messages by reason."""
+
+    def __init__(self, window_s: float = 5.0, latency_samples: int = 100):
+        self._lock = threading.Lock()
+        self.inputs = RateWindow(window_s)
+        self.outputs = RateWindow(window_s)
+        self.refined = RateWindow(window_s)
+        self.latency_ms: deque[float] = deque(maxlen=latency_samples)
+        self.counts: Counter[str] = Counter()
+        self.last_input_monotonic: float | None = None
+
+    def count(self, what: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[what] += n
+
+    def input(self) -> None:
+        with self._lock:
+            self.inputs.add()
+            self.counts["frames_received"] += 1
+            self.last_input_monotonic = time.monotonic()
+
+    def output(self, latency_ms: float, refined: bool) -> None:
+        with self._lock:
+            (self.refined if refined else self.outputs).add()
+            self.counts["refined_published" if refined else "frames_published"] += 1
+            if not refined:
+                self.latency_ms.append(latency_ms)
+
+    def snapshot(self) -> dict[str, float]:
+        """Current figures: rates in Hz, latency in ms (median / max of recent frames), totals."""
+        with self._lock:
+            lat = list(self.latency_ms)
+            snap = {
+                "input_rate_hz": self.inputs.rate_hz(),
+                "output_rate_hz": self.outputs.rate_hz(),
+                "refined_rate_hz": self.refined.rate_hz(),
+                "latency_median_ms": statistics.median(lat) if lat else float("nan"),
+                "latency_max_ms": max(lat) if lat else float("nan"),
+                "seconds_since_input": (time.monotonic() - self.last_input_monotonic
+                                        if self.last_input_monotonic is not None else float("inf")),
+            }
+            snap.update({k: float(v) for k, v in self.counts.items()})
+            return snap

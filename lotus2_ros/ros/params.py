@@ -1,0 +1,63 @@
+"""ROS parameters declared one-to-one from a frozen config dataclass (name, type, default, range)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from ..config_fields import ConfigError, field_default
+
+
+def descriptor(f: dataclasses.Field) -> ParameterDescriptor:
+    """A ParameterDescriptor carrying the field's description, choices, unit and numeric range."""
+    meta = f.metadata
+    text = meta["description"] + (f" [{meta['unit']}]" if meta["unit"] else "")
+    d = ParameterDescriptor(name=f.name, description=text, read_only=bool(meta["read_only"]))
+    if meta["choices"]:
+        d.additional_constraints = "one of: " + ", ".join(map(str, meta["choices"]))
+    if meta["range"]:
+        lo, hi = meta["range"]
+        if isinstance(f.default, int) and not isinstance(f.default, bool):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        elif isinstance(f.default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
+
+
+def declare_config(node: Node, config_cls) -> Any:
+    """Declare one parameter per field of ``config_cls`` and build a validated instance from them.
+
+    Values come from overrides (``--ros-args -p`` / YAML) or the dataclass defaults. Raises
+    :class:`~lotus2_ros.perception.config.ConfigError` naming the bad parameter.
+    """
+    values = {}
+    for f in dataclasses.fields(config_cls):
+        try:
+            param = node.declare_parameter(f.name, field_default(f), descriptor(f))
+        except Exception as err:  # rclpy raises its own type errors for a mistyped override
+            raise ConfigError(f"parameter {f.name!r}: {err}") from err
+        values[f.name] = list(param.value) if isinstance(param.value, (list, tuple)) else param.value
+    return config_cls(**values)
+
+
+def on_set_parameters(node: Node, get_config, set_config, read_only: frozenset[str]):
+    """A set-parameters callback: validate the change on a copy; reject read-only ones with a reason."""
+
+    def callback(params: list[Parameter]) -> SetParametersResult:
+        changes = {}
+        for p in params:
+            if p.name in read_only:
+                return SetParametersResult(successful=False, reason=f"{p.name} cannot change at run time")
+            changes[p.name] = list(p.value) if isinstance(p.value, (list, tuple)) else p.value
+        try:
+            new = get_config().replace(**changes)
+        except (ConfigError, TypeError) as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        set_config(new)
+        return SetParametersResult(successful=True)
+
+    return callback

@@ -1,0 +1,297 @@
+"""``perception_node``: depth, normals and point clouds from a camera stream.
+
+Subscribed topics (relative, remappable):
+    ``image`` (sensor_msgs/Image: rgb8, bgr8, rgba8, bgra8, mono8, mono16) or
+    ``image/compressed`` (sensor_msgs/CompressedImage, jpeg/png) — see ``image_transport``;
+    ``camera_info`` (sensor_msgs/CameraInfo).
+Published topics (under the node's private namespace ``~/``):
+    ``disparity`` (32FC1, relative, larger = nearer), ``depth/image`` (32FC1 metres, NaN invalid;
+    metric reference only), ``depth/camera_info``, ``depth/colorized`` (rgb8),
+    ``normals/image`` (32FC3 unit vectors, optical frame), ``normals/colorized`` (rgb8),
+    ``points`` (PointCloud2 x y z rgb normal_*; metric reference only), and the same under
+    ``refined/`` for detail-sharpened frames; ``/diagnostics``.
+Parameters: one per field of :class:`~lotus2_ros.perception.config.PerceptionConfig`
+    (``config/perception.yaml``).
+
+Threads: the executor runs callbacks, which only store the latest message (latest frame wins;
+an unprocessed frame that is replaced is counted as dropped). One worker thread owns the GPU:
+it runs the core predictor on each new frame and, only while no frame waits, advances the
+detail sharpener one transformer forward at a time — so a new frame waits at most one
+sharpener step and the sharpener never stalls the core's rate.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+
+from ..io.camera_info import camera_info_to_calibration, check_image_matches
+from ..io.errors import MessageError
+from ..io.image_msgs import compressed_msg_to_rgb, image_msg_to_rgb
+from ..io.stamps import header_stamp_ns
+from ..perception.config import READ_ONLY, ConfigError, PerceptionConfig
+from ..perception.messages import OUTPUT_TOPICS, REFINED_PREFIX, output_messages
+from ..perception.pipeline import Frame, PerceptionOutput, PerceptionPipeline, Refinement
+from ..perception.stats import NodeStats
+from .msg_types import rclpy_types
+from .params import declare_config, on_set_parameters
+
+NODE_NAME = "lotus2_perception"
+MSG_CLASSES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
+               "sensor_msgs/msg/PointCloud2": PointCloud2}
+#: How long the worker waits for a frame before checking for sharpener work / shutdown.
+IDLE_WAIT_S = 0.05
+
+
+@dataclass
+class _Pending:
+    msg: Any
+    compressed: bool
+
+
+class LatestSlot:
+    """A one-element mailbox: ``put`` replaces, ``take`` empties. Thread-safe."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item: _Pending | None = None
+
+    def put(self, item: _Pending) -> bool:
+        """Store ``item``; True if it replaced one that was never taken (a dropped frame)."""
+        with self._cond:
+            dropped = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return dropped
+
+    def take(self, timeout_s: float) -> _Pending | None:
+        with self._cond:
+            if self._item is None and timeout_s > 0:
+                self._cond.wait(timeout_s)
+            item, self._item = self._item, None
+            return item
+
+    def waiting(self) -> bool:
+        with self._cond:
+            return self._item is not None
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class PerceptionNode(Node):
+    """The ROS shell around :class:`~lotus2_ros.perception.pipeline.PerceptionPipeline`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.config: PerceptionConfig = declare_config(self, PerceptionConfig)
+        self.types = rclpy_types()
+        self.stats = NodeStats()
+        self.engine = self._load_engine(self.config)  # before any subscription: fail fast
+        self.pipeline = PerceptionPipeline(self.config, self.engine)
+        self.add_on_set_parameters_callback(on_set_parameters(self, lambda: self.config, self._apply, READ_ONLY))
+
+        out_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = {}
+        for topic, type_name in OUTPUT_TOPICS.items():
+            for name in (topic, REFINED_PREFIX + topic):
+                self.pubs[name] = self.create_publisher(MSG_CLASSES[type_name], "~/" + name, out_qos)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        reliability = (ReliabilityPolicy.BEST_EFFORT if self.config.qos_reliability == "best_effort"
+                       else ReliabilityPolicy.RELIABLE)
+        in_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
+        self._calibration = None
+        self._slot = LatestSlot()
+        if self.config.image_transport == "compressed":
+            self.create_subscription(CompressedImage, "image/compressed", lambda m: self._on_image(m, True), in_qos)
+        else:
+            self.create_subscription(Image, "image", lambda m: self._on_image(m, False), in_qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
+        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+
+        self._stop = threading.Event()
+        self._refinement: Refinement | None = None
+        self._last_refine_start = -float("inf")
+        self._last_ctx = None
+        self._worker = threading.Thread(target=self._run, name="lotus2_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: model {self.engine.describe()}, input "
+            f"{self.resolve_topic_name('image/compressed' if self.config.image_transport == 'compressed' else 'image')}")
+
+    # ------------------------------------------------------------------ set-up
+    def _load_engine(self, cfg: PerceptionConfig):
+        from ..model.engine import EngineConfig, Lotus2Engine
+
+        if not cfg.base_model or not cfg.weights:
+            raise ConfigError("parameters 'base_model' and 'weights' must name the model folders")
+        return Lotus2Engine.load(EngineConfig(
+            base_model=cfg.base_model, weights=cfg.weights, tasks=tuple(cfg.tasks), device=cfg.device,
+            dtype=cfg.dtype, process_res=cfg.process_res, load_sharpener=cfg.sharpen_enabled))
+
+    def _apply(self, config: PerceptionConfig) -> None:
+        self.config = config
+        self.pipeline.reconfigure(config)
+
+    # ------------------------------------------------------------------ callbacks (executor thread)
+    def _on_image(self, msg, compressed: bool) -> None:
+        self.stats.input()
+        if self._slot.put(_Pending(msg, compressed)):
+            self.stats.count("frames_dropped")
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            self._calibration = camera_info_to_calibration(msg)
+        except (MessageError, ValueError) as err:
+            self._bad("camera_info", err)
+
+    def _bad(self, what: str, err: Exception) -> None:
+        self.stats.count("bad_messages")
+        self.stats.count(f"bad_{what}")
+        self.get_logger().warning(f"dropped a bad {what} message: {err}", throttle_duration_sec=5.0)
+
+    # ------------------------------------------------------------------ worker thread
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception as err:  # noqa: BLE001 - the worker must survive anything a frame causes
+                self.stats.count("processing_errors")
+                self._refinement = None
+                self.get_logger().error(f"frame processing failed: {err!r}", throttle_duration_sec=5.0)
+
+    def _tick(self) -> None:
+        refine_pending = self._refinement is not None or self._refinement_due()
+        item = self._slot.take(0.0 if refine_pending else IDLE_WAIT_S)
+        if item is not None:
+            self._process(item)
+        elif self._refinement is not None:
+            if self._refinement.step():
+                out = self._refinement.result()
+                self._refinement = None
+                self._publish(out)
+        elif refine_pending and self._last_ctx is not None:
+            self._refinement = self.pipeline.start_refinement(self._last_ctx)
+            self._last_refine_start = time.monotonic()
+            self._last_ctx = None
+
+    def _refinement_due(self) -> bool:
+        cfg = self.config
+        return (cfg.sharpen_enabled and cfg.sharpen_rate_hz > 0 and self._last_ctx is not None
+                and time.monotonic() - self._last_refine_start >= 1.0 / cfg.sharpen_rate_hz)
+
+    def _process(self, item: _Pending) -> None:
+        if not self._has_subscribers():
+            self.stats.count("frames_skipped_no_subscribers")
+            return
+        frame = self._to_frame(item)
+        if frame is None:
+            return
+        out, ctx = self.pipeline.process(frame)
+        self._last_ctx = ctx
+        self._publish(out)
+
+    def _to_frame(self, item: _Pending) -> Frame | None:
+        msg = item.msg
+        try:
+            rgb = compressed_msg_to_rgb(msg) if item.compressed else image_msg_to_rgb(msg)
+            stamp_ns = header_stamp_ns(msg.header)
+        except (MessageError, ValueError) as err:
+            self._bad("image", err)
+            return None
+        calibration = self._calibration
+        if calibration is None and self.config.require_camera_info:
+            self.stats.count("frames_without_camera_info")
+            self.get_logger().warning("waiting for camera_info; dropping images until it arrives",
+                                      throttle_duration_sec=5.0)
+            return None
+        if calibration is not None:
+            try:
+                check_image_matches(calibration, rgb.shape[0], rgb.shape[1])
+            except MessageError as err:
+                self._bad("camera_info_mismatch", err)
+                return None
+        return Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=msg.header.frame_id, calibration=calibration)
+
+    def _has_subscribers(self) -> bool:
+        return any(p.get_subscription_count() > 0 for p in self.pubs.values())
+
+    def _publish(self, out: PerceptionOutput) -> None:
+        prefix = REFINED_PREFIX if out.refined else ""
+        wanted = {t for t in OUTPUT_TOPICS if self.pubs[prefix + t].get_subscription_count() > 0}
+        for topic, msg in output_messages(self.types, out, wanted).items():
+            self.pubs[topic].publish(msg)
+        latency_ms = (self.get_clock().now().nanoseconds - out.stamp_ns) / 1e6
+        self.stats.output(latency_ms, out.refined)
+
+    # ------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        snap = self.stats.snapshot()
+        status = DiagnosticStatus(name=f"{self.get_name()}: lotus2 perception", hardware_id=str(self.engine.device))
+        level, message = DiagnosticStatus.OK, "running"
+        if snap["seconds_since_input"] > 5.0:
+            level, message = DiagnosticStatus.WARN, "no images received"
+        elif snap.get("frames_without_camera_info", 0) and self._calibration is None:
+            level, message = DiagnosticStatus.WARN, "waiting for camera_info"
+        status.level, status.message = level, message
+        values = {**snap, **{k: v for k, v in self.engine.describe().items()}}
+        if self.engine.device.type == "cuda":
+            import torch
+
+            values["gpu_memory_allocated_mib"] = torch.cuda.memory_allocated(self.engine.device) / 2**20
+            values["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated(self.engine.device) / 2**20
+        status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+
+    # ------------------------------------------------------------------ shutdown
+    def stop(self) -> None:
+        """Stop the worker (finishing at most the forward in progress) and free the model."""
+        self._stop.set()
+        self._slot.wake()
+        self._worker.join(timeout=30.0)
+        self.pipeline = None
+        self.engine = None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM; 0 on a clean shutdown, 1 if it cannot start."""
+    rclpy.init(args=["perception_node", *(argv or [])])
+    try:
+        node = PerceptionNode()
+    except Exception as err:  # noqa: BLE001 - any start-up failure is reported and ends the process
+        print(f"perception_node: cannot start: {err}", file=sys.stderr)
+        if rclpy.ok():
+            rclpy.shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

@@ -1,0 +1,313 @@
+"""perception_node end to end over real DDS: a node subprocess, synthetic frames in, outputs checked."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from ros_harness import REPO, NodeProcess, spin_until
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from lotus2_ros.geometry.camera import PinholeCamera
+from lotus2_ros.io import build_camera_info, build_compressed_image, build_header, build_image, image_msg_to_array
+from lotus2_ros.io.pointcloud import read_pointcloud2_fields
+from lotus2_ros.ros.msg_types import rclpy_types
+from lotus2_ros.synthetic import camera_trajectory, make_indoor_scene, render
+
+pytestmark = pytest.mark.slow
+
+W, H = 128, 96
+RELIABLE = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+OUT_TOPICS = {
+    "disparity": "Image", "depth/image": "Image", "depth/camera_info": "CameraInfo", "depth/colorized": "Image",
+    "normals/image": "Image", "normals/colorized": "Image", "points": "PointCloud2",
+}
+
+
+@pytest.fixture(scope="module")
+def scene_frames():
+    scene = make_indoor_scene(seed=1)
+    camera = PinholeCamera.from_fov(W, H, 70.0)
+    return camera, [render(scene, camera, pose).rgb for pose in camera_trajectory(scene, 3)]
+
+
+def base_params(tiny_model, **extra):
+    params = dict(base_model=str(tiny_model.base_model), weights=str(tiny_model.weights), device="cpu",
+                  dtype="fp32", qos_reliability="reliable", diagnostics_period_s=0.5, sharpen_rate_hz=0.0)
+    params.update(extra)
+    return params
+
+
+@pytest.fixture(scope="module")
+def metric_node(tiny_model, tmp_path_factory):
+    node = NodeProcess("perception-node", base_params(tiny_model, metric_source="fixed", fixed_scale=2.0,
+                                                      fixed_shift=0.1, min_depth_m=0.01, max_depth_m=1000.0),
+                       "/m", tmp_path_factory.mktemp("logs") / "metric_node.log")
+    yield node
+    node.stop()
+
+
+class Probe:
+    """Publishes frames to a node namespace and collects what comes back."""
+
+    def __init__(self, node, ns: str, compressed: bool = False):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+        self.node, self.ns, self.types = node, ns, rclpy_types()
+        classes = {"Image": Image, "CameraInfo": CameraInfo, "PointCloud2": PointCloud2}
+        self.image_topic = f"{ns}/image/compressed" if compressed else f"{ns}/image"
+        self.image_pub = node.create_publisher(CompressedImage if compressed else Image, self.image_topic, RELIABLE)
+        self.info_pub = node.create_publisher(CameraInfo, f"{ns}/camera_info", RELIABLE)
+        self.received: dict[str, list] = {}
+        for prefix in ("", "refined/"):
+            for topic, cls in OUT_TOPICS.items():
+                name = prefix + topic
+                node.create_subscription(classes[cls], f"{ns}/lotus2_perception/{name}", self._collect(name), RELIABLE)
+        self.diagnostics: list = []
+        node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+
+    def _collect(self, name):
+        def cb(msg):
+            self.received.setdefault(name, []).append((msg, time.monotonic()))
+        return cb
+
+    def wait_ready(self, proc: NodeProcess, timeout_s: float = 90.0) -> None:
+        ok = spin_until(self.node, lambda: self.node.count_subscribers(self.image_topic) > 0
+                        and self.node.count_publishers(f"{self.ns}/lotus2_perception/disparity") > 0
+                        or proc.proc.poll() is not None, timeout_s)
+        assert ok and proc.proc.poll() is None, f"node did not come up:\n{proc.log()[-3000:]}"
+        # Let discovery settle in both directions before the first frame.
+        spin_until(self.node, lambda: False, 1.0)
+
+    def publish(self, rgb: np.ndarray, camera: PinholeCamera, stamp_ns: int, frame_id: str = "cam_optical",
+                info: bool = True, compressed: bool = False) -> None:
+        header = build_header(self.types, stamp_ns, frame_id)
+        if info:
+            self.info_pub.publish(build_camera_info(self.types, header, camera))
+        if compressed:
+            self.image_pub.publish(build_compressed_image(self.types, header, rgb, "png"))
+        else:
+            self.image_pub.publish(build_image(self.types, header, rgb, "rgb8"))
+
+    def stamps(self, topic: str) -> list[int]:
+        return [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m, _ in self.received.get(topic, [])]
+
+    def wait_for(self, topic: str, stamp_ns: int, timeout_s: float = 60.0) -> bool:
+        return spin_until(self.node, lambda: stamp_ns in self.stamps(topic), timeout_s)
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        spin_until(self.node, lambda: False, 1.2)
+        assert self.diagnostics, "no /diagnostics received"
+        for status in self.diagnostics[-1].status:
+            if "lotus2" in status.name and self.ns.strip("/") in status.name:
+                return {kv.key: kv.value for kv in status.values}
+        return {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}
+
+
+def now_ns(probe_node) -> int:
+    return probe_node.get_clock().now().nanoseconds
+
+
+def test_outputs_have_the_input_frame_id_stamp_encodings_and_camera_size(probe, metric_node, scene_frames):
+    camera, frames = scene_frames
+    p = Probe(probe, "/m")
+    p.wait_ready(metric_node)
+    stamp = now_ns(probe)
+    p.publish(frames[0], camera, stamp)
+    assert spin_until(probe, lambda: all(stamp in p.stamps(t) for t in OUT_TOPICS), 60), \
+        f"missing outputs: {[t for t in OUT_TOPICS if stamp not in p.stamps(t)]}\n{metric_node.log()[-2000:]}"
+    msgs = {t: next(m for m, _ in p.received[t] if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp)
+            for t in OUT_TOPICS}
+    for t, m in msgs.items():
+        assert m.header.frame_id == "cam_optical", t
+        assert (m.height, m.width) == (H, W), t
+    assert msgs["disparity"].encoding == "32FC1" and msgs["depth/image"].encoding == "32FC1"
+    assert msgs["normals/image"].encoding == "32FC3"
+    assert msgs["depth/colorized"].encoding == "rgb8" and msgs["normals/colorized"].encoding == "rgb8"
+    np.testing.assert_allclose(np.array(msgs["depth/camera_info"].k).reshape(3, 3), camera.K)
+
+    disparity = image_msg_to_array(msgs["disparity"])
+    depth = image_msg_to_array(msgs["depth/image"])
+    assert 0.0 <= disparity.min() and disparity.max() <= 1.0
+    # Fixed metric reference s=2, t=0.1: depth = 1 / (2 d + 0.1), recomputed here.
+    np.testing.assert_allclose(depth, 1.0 / (2.0 * disparity + 0.1), rtol=1e-6)
+
+    normals = image_msg_to_array(msgs["normals/image"])
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-5)
+
+    # The cloud is the back-projection of the published depth with K, computed independently.
+    fields = read_pointcloud2_fields(msgs["points"], ["x", "y", "z", "normal_x", "normal_y", "normal_z"])
+    v, u = np.mgrid[0:H, 0:W]
+    K = camera.K
+    np.testing.assert_allclose(fields["z"], depth, rtol=1e-6)
+    np.testing.assert_allclose(fields["x"], (u - K[0, 2]) / K[0, 0] * depth, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fields["y"], (v - K[1, 2]) / K[1, 1] * depth, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.stack([fields[f"normal_{a}"] for a in "xyz"], -1), normals, atol=1e-6)
+
+
+def test_latest_frame_wins_when_frames_come_faster_than_the_model(probe, metric_node, scene_frames):
+    camera, frames = scene_frames
+    p = Probe(probe, "/m")
+    p.wait_ready(metric_node)
+    sent = []
+    for i in range(20):  # 20 frames at ~40 Hz: far faster than the CPU model
+        sent.append(now_ns(probe))
+        p.publish(frames[i % len(frames)], camera, sent[-1])
+        spin_until(probe, lambda: False, 0.025)
+    assert p.wait_for("disparity", sent[-1], 60), "the newest frame was never processed"
+    got = [s for s in p.stamps("disparity") if s in sent]
+    assert len(got) < len(sent), "every frame was processed: nothing was dropped"
+    assert got == sorted(got)
+    # Nothing queued: latency (stamp to publish) stays within a few model runs, not all 20 frames.
+    per_frame_s = _median_gap(p, "disparity", sent)
+    diag = p.latest_diagnostics()
+    assert float(diag["frames_dropped"]) >= len(sent) - len(got) - 2
+    assert float(diag["latency_max_ms"]) < 1e3 * max(5.0, 4 * per_frame_s)
+
+
+def _median_gap(p: Probe, topic: str, sent: list[int]) -> float:
+    times = [t for m, t in p.received[topic] if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec in sent]
+    gaps = np.diff(times)
+    return float(np.median(gaps)) if len(gaps) else 1.0
+
+
+@pytest.mark.parametrize("case", ["unknown_encoding", "short_step", "empty", "nan_camera_info", "size_mismatch"])
+def test_a_malformed_message_is_counted_and_dropped_and_the_node_keeps_working(probe, metric_node, scene_frames, case):
+    from sensor_msgs.msg import CameraInfo, Image
+
+    camera, frames = scene_frames
+    p = Probe(probe, "/m")
+    p.wait_ready(metric_node)
+    before = float(p.latest_diagnostics().get("bad_messages", 0))
+    types, header = p.types, build_header(p.types, now_ns(probe), "cam_optical")
+    good = build_image(types, header, frames[0], "rgb8")
+    if case in ("unknown_encoding", "short_step", "empty"):
+        bad = Image(header=good.header, height=H, width=W, encoding="rgb8", is_bigendian=0, step=W * 3)
+        bad.data = good.data
+        if case == "unknown_encoding":
+            bad.encoding = "yuv422_weird"
+        elif case == "short_step":
+            bad.step = W  # less than width x 3 bytes
+        else:
+            bad.height, bad.width, bad.step, bad.data = 0, 0, 0, []
+        p.info_pub.publish(build_camera_info(types, header, camera))
+        p.image_pub.publish(bad)
+    elif case == "nan_camera_info":
+        info = build_camera_info(types, header, camera)
+        k = list(info.k)
+        k[0] = math.nan
+        info.k = k
+        p.info_pub.publish(info)
+    else:  # camera_info of another size than the image
+        p.info_pub.publish(build_camera_info(types, header, camera.scaled(W * 2, H * 2)))
+        spin_until(probe, lambda: False, 0.3)
+        p.image_pub.publish(good)
+    assert spin_until(probe, lambda: float(p.latest_diagnostics().get("bad_messages", 0)) > before, 20), \
+        metric_node.log()[-2000:]
+    assert metric_node.proc.poll() is None
+    stamp = now_ns(probe)
+    p.publish(frames[1], camera, stamp)  # a good frame with a good camera_info still works
+    assert p.wait_for("disparity", stamp, 60)
+
+
+def test_parameters_are_validated_at_run_time_and_model_parameters_are_read_only(probe, metric_node):
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    p = Probe(probe, "/m")
+    p.wait_ready(metric_node)
+    client = probe.create_client(SetParameters, "/m/lotus2_perception/set_parameters")
+    assert client.wait_for_service(timeout_sec=20)
+
+    def set_param(name, value):
+        if isinstance(value, bool):
+            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        elif isinstance(value, int):
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        future = client.call_async(SetParameters.Request(parameters=[ParameterMsg(name=name, value=pv)]))
+        assert spin_until(probe, future.done, 20)
+        return future.result().results[0]
+
+    too_many = set_param("sharpen_steps", 11)
+    assert not too_many.successful
+    read_only = set_param("dtype", "bf16")
+    assert not read_only.successful and "dtype" in read_only.reason
+    wrong_choice = set_param("output_resolution", "huge")
+    assert not wrong_choice.successful and "output_resolution" in wrong_choice.reason
+    assert set_param("publish_colorized", False).successful
+    assert set_param("publish_colorized", True).successful
+
+
+def test_sigterm_stops_the_node_cleanly(metric_node):
+    assert metric_node.proc.poll() is None
+    t0 = time.monotonic()
+    assert metric_node.stop(signal.SIGTERM) == 0, metric_node.log()[-2000:]
+    assert time.monotonic() - t0 < 20
+
+
+def test_relative_only_mode_publishes_no_metric_topics_from_compressed_input(probe, tiny_model, scene_frames,
+                                                                           tmp_path):
+    camera, frames = scene_frames
+    node = NodeProcess("perception-node", base_params(tiny_model, image_transport="compressed", tasks=["depth"]),
+                       "/r", tmp_path / "relative.log")
+    try:
+        p = Probe(probe, "/r", compressed=True)
+        p.wait_ready(node)
+        stamp = now_ns(probe)
+        p.publish(frames[0], camera, stamp, compressed=True)
+        assert p.wait_for("disparity", stamp, 60), node.log()[-2000:]
+        assert p.wait_for("depth/camera_info", stamp, 10)
+        spin_until(probe, lambda: False, 1.0)
+        assert "depth/image" not in p.received and "points" not in p.received
+        assert "normals/image" not in p.received  # depth only
+        disparity = image_msg_to_array(p.received["disparity"][-1][0])
+        assert disparity.shape == (H, W)
+    finally:
+        assert node.stop() == 0
+
+
+def test_the_sharpener_publishes_refined_frames_while_every_frame_gets_its_core_result(probe, tiny_model,
+                                                                                     scene_frames, tmp_path):
+    camera, frames = scene_frames
+    node = NodeProcess("perception-node", base_params(tiny_model, sharpen_rate_hz=20.0, sharpen_steps=1,
+                                                      tasks=["depth"]), "/s", tmp_path / "sharpen.log")
+    try:
+        p = Probe(probe, "/s")
+        p.wait_ready(node)
+        sent = []
+        for i in range(4):  # slow enough for the core, leaving idle time for the sharpener
+            sent.append(now_ns(probe))
+            p.publish(frames[i % len(frames)], camera, sent[-1])
+            assert p.wait_for("disparity", sent[-1], 60), node.log()[-2000:]
+            spin_until(probe, lambda: False, 1.5)
+        assert [s for s in p.stamps("disparity") if s in sent] == sent  # the core kept up with every frame
+        refined = p.stamps("refined/disparity")
+        assert refined and set(refined) <= set(sent), (refined, sent)
+        core = {m.header.stamp.nanosec: image_msg_to_array(m) for m, _ in p.received["disparity"]}
+        fine = {m.header.stamp.nanosec: image_msg_to_array(m) for m, _ in p.received["refined/disparity"]}
+        key = next(iter(fine))
+        assert np.abs(core[key] - fine[key]).max() > 1e-4  # the sharpener changed the prediction
+    finally:
+        assert node.stop() == 0
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"dtype": "fp64"}, "dtype"),
+    ({"base_model": "/nonexistent/flux"}, "/nonexistent/flux"),
+])
+def test_bad_start_up_parameters_fail_with_a_clear_error_and_non_zero_exit(tiny_model, params, needle):
+    args = [sys.executable, "-m", "lotus2_ros.cli.main", "perception-node", "--ros-args"]
+    for k, v in base_params(tiny_model, **params).items():
+        args += ["-p", f"{k}:={v}"]
+    out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert needle in out.stderr
