@@ -37,6 +37,8 @@ class NodeStats:
         self.refined = RateWindow(window_s)
         self.latency_ms: deque[float] = deque(maxlen=latency_samples)
         self.counts: Counter[str] = Counter()
+        self.stage_ms: dict[str, deque[float]] = {}
+        self._latency_samples = latency_samples
         self.last_input_monotonic: float | None = None
 
     def count(self, what: str, n: int = 1) -> None:
@@ -56,6 +58,12 @@ class NodeStats:
             if not refined:
                 self.latency_ms.append(latency_ms)
 
+    def stages(self, timings_ms: dict[str, float]) -> None:
+        """Record one frame's stage times (ms) for the per-stage medians in the snapshot."""
+        with self._lock:
+            for name, ms in timings_ms.items():
+                self.stage_ms.setdefault(name, deque(maxlen=self._latency_samples)).append(ms)
+
     def snapshot(self) -> dict[str, float]:
         """Current figures: rates in Hz, latency in ms (median / max of recent frames), totals."""
         with self._lock:
@@ -70,4 +78,5 @@ class NodeStats:
                                         if self.last_input_monotonic is not None else float("inf")),
             }
             snap.update({k: float(v) for k, v in self.counts.items()})
+            snap.update({f"stage_{k}_ms": statistics.median(v) for k, v in self.stage_ms.items() if v})
             return snap

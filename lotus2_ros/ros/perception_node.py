@@ -236,6 +236,7 @@ class PerceptionNode(Node):
             self.pubs[topic].publish(msg)
         latency_ms = (self.get_clock().now().nanoseconds - out.stamp_ns) / 1e6
         self.stats.output(latency_ms, out.refined)
+        self.stats.stages({("refined_" if out.refined else "") + k: v for k, v in out.timings_ms.items()})
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

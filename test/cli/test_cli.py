@@ -93,10 +93,22 @@ def test_export_prompt_embeds_reproduces_the_tiny_models_file(tiny_model, tmp_pa
 
 
 def test_demo_runs_on_a_small_sequence_and_prints_stage_timings(tmp_path, capsys):
-    assert main(["demo", "-o", str(tmp_path / "demo"), "--frames", "1", "--width", "96", "--height", "64",
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--engine-only", "--frames", "1", "--width", "96", "--height", "64",
                  "--sharpen-steps", "1"]) == 0
     text = capsys.readouterr().out
     for stage in ("encode", "core depth", "LCM normal", "sharpen depth", "decode normal", "peak memory"):
         assert stage in text
     frames = sorted(p.name for p in (tmp_path / "demo" / "frames").iterdir())
     assert "frame_001_depth.png" in frames and "frame_001_gt_normal.png" in frames
+
+
+@pytest.mark.slow
+def test_demo_runs_the_ros_graph_and_writes_every_output(tiny_model, tmp_path, capsys):
+    pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
+    model = tiny_model.base_model.parent
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--model", str(model), "--seconds", "6", "--width", "64",
+                 "--height", "48", "--rate-hz", "3", "--sharpen-rate-hz", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "disparity" in text and "node diagnostics" in text and "stage medians" in text
+    written = {p.name for p in (tmp_path / "demo" / "graph" / "outputs").iterdir()}
+    assert {"disparity.npy", "depth_colorized.png", "normals_image.npy", "normals_colorized.png"} <= written
