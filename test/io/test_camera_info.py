@@ -13,21 +13,9 @@ from lotus2_ros.io.camera_info import (
     check_image_matches,
 )
 from lotus2_ros.io.errors import MessageError
-from lotus2_ros.io.msg_types import rosbags_types
 from lotus2_ros.io.stamps import build_header, header_stamp_ns
 
 CAMERA = PinholeCamera(640, 480, 525.0, 520.0, 319.5, 239.5, (0.1, -0.05, 0.001, 0.002, 0.01))
-
-
-@pytest.fixture(params=["rosbags", "rclpy"])
-def types(request):
-    """Both message families; the rclpy one needs the ROS 2 wheels (no running node)."""
-    if request.param == "rosbags":
-        return rosbags_types()
-    pytest.importorskip("sensor_msgs.msg", reason="needs the ROS 2 sensor_msgs wheels")
-    from lotus2_ros.ros.msg_types import rclpy_types
-
-    return rclpy_types()
 
 
 @pytest.fixture

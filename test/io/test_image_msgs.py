@@ -17,21 +17,10 @@ from lotus2_ros.io.image_msgs import (
     image_msg_to_depth_m,
     image_msg_to_rgb,
 )
-from lotus2_ros.io.msg_types import data_as_uint8, rosbags_types
+from lotus2_ros.io.msg_types import data_as_uint8
 from lotus2_ros.io.stamps import build_header, header_stamp_ns
 
 STAMP_NS = 1_700_000_000_123_456_789
-
-
-@pytest.fixture(params=["rosbags", "rclpy"])
-def types(request):
-    """Both message families; the rclpy one needs the ROS 2 wheels (no running node)."""
-    if request.param == "rosbags":
-        return rosbags_types()
-    pytest.importorskip("sensor_msgs.msg", reason="needs the ROS 2 sensor_msgs wheels")
-    from lotus2_ros.ros.msg_types import rclpy_types
-
-    return rclpy_types()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from lotus2_ros.io import pointcloud
 from lotus2_ros.io.errors import MessageError
-from lotus2_ros.io.msg_types import data_as_uint8, rosbags_types
+from lotus2_ros.io.msg_types import data_as_uint8
 from lotus2_ros.io.pointcloud import (
     build_pointcloud2,
     pack_rgb,
@@ -18,17 +18,6 @@ from lotus2_ros.io.pointcloud import (
 from lotus2_ros.io.stamps import build_header, header_stamp_ns
 
 FLOAT32, FLOAT64, UINT8, UINT16, UINT32 = 7, 8, 2, 4, 6
-
-
-@pytest.fixture(params=["rosbags", "rclpy"])
-def types(request):
-    """Both message families; the rclpy one needs the ROS 2 wheels (no running node)."""
-    if request.param == "rosbags":
-        return rosbags_types()
-    pytest.importorskip("sensor_msgs.msg", reason="needs the ROS 2 sensor_msgs wheels")
-    from lotus2_ros.ros.msg_types import rclpy_types
-
-    return rclpy_types()
 
 
 @pytest.fixture

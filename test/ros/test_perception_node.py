@@ -179,7 +179,7 @@ def _median_gap(p: Probe, topic: str, sent: list[int]) -> float:
 
 @pytest.mark.parametrize("case", ["unknown_encoding", "short_step", "empty", "nan_camera_info", "size_mismatch"])
 def test_a_malformed_message_is_counted_and_dropped_and_the_node_keeps_working(probe, metric_node, scene_frames, case):
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import Image
 
     camera, frames = scene_frames
     p = Probe(probe, "/m")
