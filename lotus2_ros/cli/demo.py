@@ -66,7 +66,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"building the tiny model in {model_dir}")
         make_tiny_model(model_dir, seed=args.seed, force=True)
     if not args.engine_only:
-        from .demo_graph import run_graph
+        from ..ros.demo_graph import run_graph
 
         return run_graph(model_dir, out / "graph", seconds=args.seconds, width=args.width, height=args.height,
                          rate_hz=args.rate_hz, device=args.device, dtype=args.dtype,

@@ -11,7 +11,27 @@ from lotus2_ros.geometry.camera import (
     points_to_pixels,
     undistort_normalized,
 )
+from lotus2_ros.geometry.lidar_projection import (
+    DisparitySamples,
+    LidarProjection,
+    LidarProjectionConfig,
+    parallax_occlusion_mask,
+    project_lidar_points,
+    sample_disparity,
+)
 from lotus2_ros.geometry.normals import model_to_optical, normalize, optical_to_model
+from lotus2_ros.geometry.scale_fit import (
+    FitResult,
+    ScaleFitConfig,
+    fit_disparity_affine,
+    metric_depth_from_disparity,
+)
+from lotus2_ros.geometry.temporal_filter import (
+    FilteredScale,
+    ScaleFilterConfig,
+    ScaleShiftFilter,
+    fit_disagreement,
+)
 
 __all__ = [
     # camera.py
@@ -24,4 +44,21 @@ __all__ = [
     "model_to_optical",
     "normalize",
     "optical_to_model",
+    # lidar_projection.py
+    "DisparitySamples",
+    "LidarProjection",
+    "LidarProjectionConfig",
+    "parallax_occlusion_mask",
+    "project_lidar_points",
+    "sample_disparity",
+    # scale_fit.py
+    "FitResult",
+    "ScaleFitConfig",
+    "fit_disparity_affine",
+    "metric_depth_from_disparity",
+    # temporal_filter.py
+    "FilteredScale",
+    "ScaleFilterConfig",
+    "ScaleShiftFilter",
+    "fit_disagreement",
 ]
