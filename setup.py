@@ -51,6 +51,8 @@ setup(
     packages=find_packages(include=["lotus2_ros", "lotus2_ros.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=7"]},
+    # The .msg definitions, for registering the custom types without a ROS build (rosbags).
+    data_files=[("share/lotus2_ros/msg", ["msg/ScaleFit.msg"])],
     entry_points={"console_scripts": ["lotus2 = lotus2_ros.cli.main:main"]},
     zip_safe=False,
 )

@@ -117,6 +117,7 @@ _ROSBAGS_NAMES = {
     "RegionOfInterest": "sensor_msgs/msg/RegionOfInterest",
     "Header": "std_msgs/msg/Header",
     "Time": "builtin_interfaces/msg/Time",
+    "ScaleFit": "lotus2_ros/msg/ScaleFit",
 }
 
 
@@ -125,8 +126,12 @@ def _default_typestore() -> Typestore:
     from rosbags.typesys import Stores, get_typestore
 
     # The sensor_msgs definitions used here are the same in every ROS 2 distribution.
+    from .custom_msgs import register_custom_msgs
+
     store = getattr(Stores, "ROS2_KILTED", None) or Stores.LATEST
-    return get_typestore(store)
+    typestore = get_typestore(store)
+    register_custom_msgs(typestore)  # lotus2_ros/msg/ScaleFit from msg/
+    return typestore
 
 
 def rosbags_types(typestore: Typestore | None = None) -> RosbagsTypes:

@@ -8,9 +8,12 @@ Fields marked ``read_only`` (model, device, dtype, inputs) cannot change while t
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..config_fields import ConfigError, param_field as _f, read_only_names, replace_validated, validate_fields
 from ..model.engine import DTYPES, MAX_SHARPEN_STEPS
@@ -51,10 +54,29 @@ class PerceptionConfig:
     min_depth_m: float = _f(0.1, "metric depths below this are invalid (NaN)", range_=(0.0, 1000.0), unit="m")
     max_depth_m: float = _f(100.0, "metric depths beyond this are invalid (NaN)", range_=(0.0, 10000.0), unit="m")
     # --- metric reference ----------------------------------------------------------------------
-    metric_source: str = _f("none", "metric reference: none (relative only) or fixed (depth = 1/(s*d + t))",
-                            choices=("none", "fixed"))
+    metric_source: str = _f("none", "metric reference: none (relative only), fixed (depth = 1/(s*d + t) with "
+                            "fixed_scale/fixed_shift), lidar ('lidar/points') or depth_image ('depth_ref/image', "
+                            "32FC1 m or 16UC1 mm, registered to the camera)", read_only=True,
+                            choices=("none", "fixed", "lidar", "depth_image"))
     fixed_scale: float = _f(1.0, "s of depth_m = 1/(s*d + t) when metric_source is fixed", range_=(0.0, 1e6))
     fixed_shift: float = _f(0.0, "t of depth_m = 1/(s*d + t) when metric_source is fixed", range_=(-1e6, 1e6))
+    metric_max_offset_ms: float = _f(50.0, "largest |image stamp - reference stamp| to pair them",
+                                     range_=(0.0, 10000.0), unit="ms")
+    extrinsic_source: str = _f("auto", "LiDAR -> camera transform from TF (tf2_ros, frame ids of the messages), "
+                               "from lidar_extrinsic, or auto (TF when tf2_ros is installed)", read_only=True,
+                               choices=("auto", "tf", "parameter"))
+    lidar_extrinsic: list = _f([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "T_camera_lidar (LiDAR -> camera optical frame): "
+                               "x y z qx qy qz qw (7 values, m) or a row-major 4x4 matrix (16 values)")
+    lidar_min_range_m: float = _f(0.3, "LiDAR points nearer than this (camera z) are ignored", range_=(0.0, 1000.0),
+                                  unit="m")
+    lidar_max_range_m: float = _f(120.0, "LiDAR points farther than this (camera z) are ignored",
+                                  range_=(0.0, 10000.0), unit="m")
+    lidar_edge_window_px: int = _f(2, "reject reference points whose prediction varies strongly within this "
+                                   "many pixels (depth edges); 0 turns the test off", range_=(0, 32), unit="px")
+    fit_min_points: int = _f(30, "fewer usable reference points give no metric output", range_=(3, 1000000))
+    fit_inlier_threshold: float = _f(0.1, "robust-fit inlier threshold, relative depth error", range_=(0.001, 1.0))
+    fit_hold_time_s: float = _f(1.0, "metric outputs stop this long after the last valid fit", range_=(0.0, 60.0),
+                                unit="s")
     # --- diagnostics ---------------------------------------------------------------------------
     diagnostics_period_s: float = _f(1.0, "period of /diagnostics messages", range_=(0.1, 60.0), unit="s")
 
@@ -66,6 +88,13 @@ class PerceptionConfig:
             raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.min_depth_m >= self.max_depth_m:
             raise ConfigError(f"min_depth_m ({self.min_depth_m}) must be below max_depth_m ({self.max_depth_m})")
+        if len(self.lidar_extrinsic) not in (7, 16) or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in self.lidar_extrinsic):
+            raise ConfigError(f"lidar_extrinsic must hold 7 (x y z qx qy qz qw) or 16 finite numbers, "
+                              f"got {self.lidar_extrinsic!r}")
+        if self.lidar_min_range_m >= self.lidar_max_range_m:
+            raise ConfigError(f"lidar_min_range_m ({self.lidar_min_range_m}) must be below lidar_max_range_m "
+                              f"({self.lidar_max_range_m})")
         if self.metric_source == "fixed" and not self.fixed_scale > 0:
             raise ConfigError(f"fixed_scale must be > 0 when metric_source is fixed, got {self.fixed_scale}")
 
@@ -76,6 +105,32 @@ class PerceptionConfig:
     @property
     def metric_enabled(self) -> bool:
         return self.metric_source != "none"
+
+    @property
+    def T_camera_lidar(self) -> np.ndarray:
+        """``lidar_extrinsic`` as a ``[4,4]`` transform (LiDAR → camera optical frame)."""
+        return extrinsic_matrix(self.lidar_extrinsic)
+
+
+def extrinsic_matrix(values: list) -> np.ndarray:
+    """``[4,4]`` from 7 values (translation m + unit quaternion x y z w) or 16 (row-major)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 16:
+        T = v.reshape(4, 4)
+        if not np.allclose(T[3], [0, 0, 0, 1]) or not np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-6):
+            raise ConfigError(f"lidar_extrinsic 4x4 is not a rigid transform: {T.tolist()}")
+        return T
+    t, q = v[:3], v[3:]
+    norm = np.linalg.norm(q)
+    if not norm > 0:
+        raise ConfigError(f"lidar_extrinsic quaternion must be non-zero, got {q.tolist()}")
+    x, y, z, w = q / norm
+    T = np.eye(4)
+    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                 [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                 [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+    T[:3, 3] = t
+    return T
 
 
 READ_ONLY = read_only_names(PerceptionConfig)

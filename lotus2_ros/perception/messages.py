@@ -2,7 +2,9 @@
 
 Topic names are relative to the node's private namespace (``~/``); refined results use the
 same names under ``refined/``. Metric topics (``depth/image``, ``points``) exist only for
-outputs with a metric reference: relative values are never published as metres.
+outputs with a metric reference: relative values are never published as metres. ``scale_fit``
+needs the ``lotus2_ros/msg/ScaleFit`` type, which the rosbags provider registers from ``msg/``
+and rclpy has only in a colcon-built install.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ..io.image_msgs import build_image
 from ..io.msg_types import MessageTypes
 from ..io.pointcloud import build_pointcloud2
 from ..io.stamps import build_header
+from .metric import ScaleFitReport
 from .pipeline import PerceptionOutput
 
 #: Output topics (relative) and their message types.
@@ -25,6 +28,7 @@ OUTPUT_TOPICS: dict[str, str] = {
     "normals/image": "sensor_msgs/msg/Image",
     "normals/colorized": "sensor_msgs/msg/Image",
     "points": "sensor_msgs/msg/PointCloud2",
+    "scale_fit": "lotus2_ros/msg/ScaleFit",
 }
 REFINED_PREFIX = "refined/"
 
@@ -63,4 +67,16 @@ def output_messages(types: MessageTypes, out: PerceptionOutput, wanted: set[str]
         msgs["normals/colorized"] = build_image(types, header, out.normals_colorized, "rgb8")
     if out.points_m is not None and want("points"):
         msgs["points"] = build_pointcloud2(types, header, out.points_m, out.rgb, out.normals)
+    scale_fit_cls = getattr(types, "ScaleFit", None)
+    if out.scale_fit is not None and scale_fit_cls is not None and want("scale_fit"):
+        msgs["scale_fit"] = build_scale_fit(types, scale_fit_cls, out.scale_fit)
     return {topic_name(k, out.refined): v for k, v in msgs.items()}
+
+
+def build_scale_fit(types: MessageTypes, cls: Any, report: ScaleFitReport) -> Any:
+    """A ``lotus2_ros/msg/ScaleFit`` from a fit report (NaN scale/shift when the fit failed)."""
+    return types.create(
+        cls, header=build_header(types, report.stamp_ns, report.frame_id), scale=float(report.scale),
+        shift=float(report.shift), fit_space=report.fit_space, num_points=int(report.num_points),
+        num_inliers=int(report.num_inliers), rmse_m=float(report.rmse_m), abs_rel=float(report.abs_rel),
+        valid=bool(report.valid), filtered=bool(report.filtered))

@@ -3,13 +3,17 @@
 Subscribed topics (relative, remappable):
     ``image`` (sensor_msgs/Image: rgb8, bgr8, rgba8, bgra8, mono8, mono16) or
     ``image/compressed`` (sensor_msgs/CompressedImage, jpeg/png) — see ``image_transport``;
-    ``camera_info`` (sensor_msgs/CameraInfo).
+    ``camera_info`` (sensor_msgs/CameraInfo);
+    ``lidar/points`` (sensor_msgs/PointCloud2, with ``metric_source: lidar``) or ``depth_ref/image``
+    (sensor_msgs/Image 32FC1 m / 16UC1 mm registered to the camera, with ``metric_source:
+    depth_image``), each paired with the image nearest in time (``metric_max_offset_ms``).
 Published topics (under the node's private namespace ``~/``):
     ``disparity`` (32FC1, relative, larger = nearer), ``depth/image`` (32FC1 metres, NaN invalid;
     metric reference only), ``depth/camera_info``, ``depth/colorized`` (rgb8),
     ``normals/image`` (32FC3 unit vectors, optical frame), ``normals/colorized`` (rgb8),
     ``points`` (PointCloud2 x y z rgb normal_*; metric reference only), and the same under
-    ``refined/`` for detail-sharpened frames; ``/diagnostics``.
+    ``refined/`` for detail-sharpened frames; ``scale_fit`` (lotus2_ros/msg/ScaleFit, LiDAR /
+    depth-image sources, colcon builds only); ``/diagnostics``.
 Parameters: one per field of :class:`~lotus2_ros.perception.config.PerceptionConfig`
     (``config/perception.yaml``).
 
@@ -36,10 +40,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from ..io.camera_info import camera_info_to_calibration, check_image_matches
 from ..io.errors import MessageError
-from ..io.image_msgs import compressed_msg_to_rgb, image_msg_to_rgb
-from ..io.stamps import header_stamp_ns
+from ..perception.assembly import FrameAssembler, MissingCameraInfo
 from ..perception.config import READ_ONLY, ConfigError, PerceptionConfig
 from ..perception.messages import OUTPUT_TOPICS, REFINED_PREFIX, output_messages
 from ..perception.pipeline import Frame, PerceptionOutput, PerceptionPipeline, Refinement
@@ -50,6 +52,8 @@ from .params import declare_config, on_set_parameters
 NODE_NAME = "lotus2_perception"
 MSG_CLASSES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
                "sensor_msgs/msg/PointCloud2": PointCloud2}
+#: Subscribed reference topic per metric source.
+REFERENCE_TOPICS = {"lidar": ("lidar/points", PointCloud2), "depth_image": ("depth_ref/image", Image)}
 #: How long the worker waits for a frame before checking for sharpener work / shutdown.
 IDLE_WAIT_S = 0.05
 
@@ -104,22 +108,32 @@ class PerceptionNode(Node):
         self.add_on_set_parameters_callback(on_set_parameters(self, lambda: self.config, self._apply, READ_ONLY))
 
         out_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        classes = dict(MSG_CLASSES, **{"lotus2_ros/msg/ScaleFit": self.types.ScaleFit})
+        if self.types.ScaleFit is None and self.config.metric_source in REFERENCE_TOPICS:
+            self.get_logger().warning("lotus2_ros.msg is not built (pip install without colcon): "
+                                      "~/scale_fit is not published")
         self.pubs = {}
         for topic, type_name in OUTPUT_TOPICS.items():
+            if classes[type_name] is None:
+                continue
             for name in (topic, REFINED_PREFIX + topic):
-                self.pubs[name] = self.create_publisher(MSG_CLASSES[type_name], "~/" + name, out_qos)
+                self.pubs[name] = self.create_publisher(classes[type_name], "~/" + name, out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         reliability = (ReliabilityPolicy.BEST_EFFORT if self.config.qos_reliability == "best_effort"
                        else ReliabilityPolicy.RELIABLE)
         in_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
-        self._calibration = None
+        self.assembler = FrameAssembler(self.config, self._tf_lookup())
         self._slot = LatestSlot()
         if self.config.image_transport == "compressed":
             self.create_subscription(CompressedImage, "image/compressed", lambda m: self._on_image(m, True), in_qos)
         else:
             self.create_subscription(Image, "image", lambda m: self._on_image(m, False), in_qos)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
+        if self.config.metric_source in REFERENCE_TOPICS:
+            topic, cls = REFERENCE_TOPICS[self.config.metric_source]
+            ref_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
+            self.create_subscription(cls, topic, self.assembler.add_reference, ref_qos)
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
 
         self._stop = threading.Event()
@@ -144,7 +158,40 @@ class PerceptionNode(Node):
 
     def _apply(self, config: PerceptionConfig) -> None:
         self.config = config
+        self.assembler.config = config
         self.pipeline.reconfigure(config)
+
+    def _tf_lookup(self):
+        """``T_camera_lidar`` from TF when configured (or ``auto`` and tf2_ros is installed), else None."""
+        cfg = self.config
+        if cfg.metric_source != "lidar" or cfg.extrinsic_source == "parameter":
+            return None
+        try:
+            import tf2_ros
+        except ImportError:
+            if cfg.extrinsic_source == "tf":
+                raise ConfigError("extrinsic_source is 'tf' but tf2_ros is not installed") from None
+            self.get_logger().info("tf2_ros is not installed: T_camera_lidar comes from lidar_extrinsic")
+            return None
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        self._tf_buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+
+        def lookup(camera_frame: str, lidar_frame: str, stamp_ns: int):
+            try:
+                t = self._tf_buffer.lookup_transform(camera_frame, lidar_frame, Time(nanoseconds=stamp_ns),
+                                                     timeout=Duration(seconds=0.05))
+            except tf2_ros.TransformException as err:
+                self.get_logger().warning(f"no TF {lidar_frame} -> {camera_frame}: {err}", throttle_duration_sec=5.0)
+                return None
+            tr, q = t.transform.translation, t.transform.rotation
+            from ..perception.config import extrinsic_matrix
+
+            return extrinsic_matrix([tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w])
+
+        return lookup
 
     # ------------------------------------------------------------------ callbacks (executor thread)
     def _on_image(self, msg, compressed: bool) -> None:
@@ -154,7 +201,7 @@ class PerceptionNode(Node):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            self._calibration = camera_info_to_calibration(msg)
+            self.assembler.add_camera_info(msg)
         except (MessageError, ValueError) as err:
             self._bad("camera_info", err)
 
@@ -205,37 +252,34 @@ class PerceptionNode(Node):
         self._publish(out)
 
     def _to_frame(self, item: _Pending) -> Frame | None:
-        msg = item.msg
         try:
-            rgb = compressed_msg_to_rgb(msg) if item.compressed else image_msg_to_rgb(msg)
-            stamp_ns = header_stamp_ns(msg.header)
-        except (MessageError, ValueError) as err:
-            self._bad("image", err)
-            return None
-        calibration = self._calibration
-        if calibration is None and self.config.require_camera_info:
+            frame = self.assembler.assemble(item.msg, item.compressed)
+        except MissingCameraInfo:
             self.stats.count("frames_without_camera_info")
             self.get_logger().warning("waiting for camera_info; dropping images until it arrives",
                                       throttle_duration_sec=5.0)
             return None
-        if calibration is not None:
-            try:
-                check_image_matches(calibration, rgb.shape[0], rgb.shape[1])
-            except MessageError as err:
-                self._bad("camera_info_mismatch", err)
-                return None
-        return Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=msg.header.frame_id, calibration=calibration)
+        except (MessageError, ValueError) as err:
+            self._bad("image", err)
+            return None
+        if self.assembler.reference_error is not None:
+            self._bad("reference", self.assembler.reference_error)
+        elif frame.reference is None and self.config.metric_source in REFERENCE_TOPICS:
+            self.stats.count("frames_without_reference")
+        return frame
 
     def _has_subscribers(self) -> bool:
         return any(p.get_subscription_count() > 0 for p in self.pubs.values())
 
     def _publish(self, out: PerceptionOutput) -> None:
         prefix = REFINED_PREFIX if out.refined else ""
-        wanted = {t for t in OUTPUT_TOPICS if self.pubs[prefix + t].get_subscription_count() > 0}
+        wanted = {t for t in OUTPUT_TOPICS if prefix + t in self.pubs and self.pubs[prefix + t].get_subscription_count() > 0}
         for topic, msg in output_messages(self.types, out, wanted).items():
             self.pubs[topic].publish(msg)
         latency_ms = (self.get_clock().now().nanoseconds - out.stamp_ns) / 1e6
         self.stats.output(latency_ms, out.refined)
+        if out.scale_fit is not None:
+            self.stats.count("fits_valid" if out.scale_fit.valid else "fits_invalid")
         self.stats.stages({("refined_" if out.refined else "") + k: v for k, v in out.timings_ms.items()})
 
     # ------------------------------------------------------------------ diagnostics
@@ -245,7 +289,7 @@ class PerceptionNode(Node):
         level, message = DiagnosticStatus.OK, "running"
         if snap["seconds_since_input"] > 5.0:
             level, message = DiagnosticStatus.WARN, "no images received"
-        elif snap.get("frames_without_camera_info", 0) and self._calibration is None:
+        elif snap.get("frames_without_camera_info", 0) and self.assembler.calibration is None:
             level, message = DiagnosticStatus.WARN, "waiting for camera_info"
         status.level, status.message = level, message
         values = {**snap, **{k: v for k, v in self.engine.describe().items()}}

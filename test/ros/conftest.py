@@ -12,10 +12,15 @@ import time
 
 import pytest
 
+from lotus2_ros.geometry.camera import PinholeCamera
+from lotus2_ros.synthetic import camera_trajectory, make_indoor_scene, render
+
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 
 os.environ["ROS_DOMAIN_ID"] = str(20 + os.getpid() % 70)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+
+from ros_harness import H, W  # noqa: E402  (needs rclpy, checked above)
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +43,10 @@ def probe(ros_context):
     yield node
     executor.remove_node(node)
     node.destroy_node()
+
+
+@pytest.fixture(scope="session")
+def scene_frames():
+    scene = make_indoor_scene(seed=1)
+    camera = PinholeCamera.from_fov(W, H, 70.0)
+    return camera, [render(scene, camera, pose).rgb for pose in camera_trajectory(scene, 3)]

@@ -1,0 +1,118 @@
+"""Metric references in the pipeline: LiDAR and sparse depth images turned into metric outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lotus2_ros.geometry.camera import PinholeCamera
+from lotus2_ros.io import build_header, build_image, rosbags_types
+from lotus2_ros.io.camera_info import CameraCalibration, build_camera_info
+from lotus2_ros.io.pointcloud import build_pointcloud2
+from lotus2_ros.perception import Frame, PerceptionConfig, PerceptionPipeline
+from lotus2_ros.perception.assembly import FrameAssembler, MissingCameraInfo
+from lotus2_ros.perception.metric import MetricReference
+from lotus2_ros.synthetic import DEFAULT_T_CAMERA_LIDAR, camera_trajectory, make_indoor_scene, render
+
+W, H = 96, 64
+S, T = 2.5, 0.15
+T_CL = np.asarray(DEFAULT_T_CAMERA_LIDAR, dtype=float)
+
+
+@pytest.fixture(scope="module")
+def camera_and_rgb():
+    camera = PinholeCamera.from_fov(W, H, 70.0)
+    scene = make_indoor_scene(seed=2)
+    return camera, render(scene, camera, camera_trajectory(scene, 2)[0]).rgb
+
+
+def config(tiny_model, **changes):
+    base = dict(base_model=str(tiny_model.base_model), weights=str(tiny_model.weights), device="cpu", dtype="fp32",
+                tasks=["depth"], sharpen_steps=1, min_depth_m=0.05, lidar_min_range_m=0.05, lidar_edge_window_px=0,
+                lidar_extrinsic=[float(v) for v in T_CL.ravel()])
+    base.update(changes)
+    return PerceptionConfig(**base)
+
+
+def consistent_depth(disparity):
+    return (1.0 / (S * disparity + T)).astype(np.float32)
+
+
+def lidar_points(disparity, camera, step=2):
+    v, u = np.mgrid[0:H:step, 0:W:step]
+    z = consistent_depth(disparity)[v, u]
+    K = camera.K
+    pc = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1).reshape(-1, 3)
+    T_lc = np.linalg.inv(T_CL)
+    return (pc @ T_lc[:3, :3].T + T_lc[:3, 3]).astype(np.float32)
+
+
+def test_a_lidar_sweep_consistent_with_the_prediction_gives_its_metric_map(tiny_model, tiny_engine, camera_and_rgb):
+    camera, rgb = camera_and_rgb
+    pipe = PerceptionPipeline(config(tiny_model, metric_source="lidar"), tiny_engine)
+    cal = CameraCalibration(camera)
+    relative, _ = pipe.process(Frame(rgb, 1, "cam", cal))
+    assert relative.depth_m is None and relative.scale_fit is None  # no reference: relative only
+    ref = MetricReference(points_lidar_m=lidar_points(relative.disparity, camera), T_camera_lidar=T_CL, stamp_ns=2)
+    out, ctx = pipe.process(Frame(rgb, 2, "cam", cal, ref))
+    assert out.scale_fit.valid and out.scale_fit.filtered
+    assert out.scale_shift == pytest.approx((S, T), rel=1e-4)
+    np.testing.assert_allclose(out.depth_m, consistent_depth(out.disparity), rtol=1e-3)
+    assert out.points_m is not None
+    # A refined frame gets its own fit (with its frame's sweep) in its own filter.
+    refined = pipe.start_refinement(ctx).result()
+    assert refined.refined and refined.scale_fit is not None and refined.scale_fit.stamp_ns == 2
+
+
+def test_a_sparse_depth_image_is_a_metric_reference_too(tiny_model, tiny_engine, camera_and_rgb):
+    camera, rgb = camera_and_rgb
+    pipe = PerceptionPipeline(config(tiny_model, metric_source="depth_image", sharpen_enabled=False), tiny_engine)
+    cal = CameraCalibration(camera)
+    relative, _ = pipe.process(Frame(rgb, 1, "cam", cal))
+    sparse = np.full((H, W), np.nan, np.float32)
+    sparse[::4, ::4] = consistent_depth(relative.disparity)[::4, ::4]
+    out, _ = pipe.process(Frame(rgb, 2, "cam", cal, MetricReference(depth_m=sparse, stamp_ns=2)))
+    assert out.scale_fit.valid and out.scale_fit.num_points == sparse[::4, ::4].size
+    np.testing.assert_allclose(out.depth_m, consistent_depth(out.disparity), rtol=1e-3)
+
+
+def test_an_unrelated_lidar_sweep_gives_an_invalid_fit_and_no_metric_output(tiny_model, tiny_engine, camera_and_rgb):
+    camera, rgb = camera_and_rgb
+    pipe = PerceptionPipeline(config(tiny_model, metric_source="lidar", sharpen_enabled=False), tiny_engine)
+    rng = np.random.default_rng(0)
+    junk = rng.uniform([1, -3, -1], [20, 3, 2], size=(2000, 3)).astype(np.float32)  # all gross outliers
+    out, _ = pipe.process(Frame(rgb, 3, "cam", CameraCalibration(camera),
+                                MetricReference(points_lidar_m=junk, T_camera_lidar=T_CL, stamp_ns=3)))
+    assert out.scale_fit is not None and not out.scale_fit.valid and out.scale_fit.reason
+    assert out.depth_m is None and out.points_m is None
+
+
+def test_the_assembler_pairs_each_image_with_the_nearest_sweep_within_the_window(tiny_model, camera_and_rgb):
+    camera, rgb = camera_and_rgb
+    types = rosbags_types()
+    asm = FrameAssembler(config(tiny_model, metric_source="lidar", metric_max_offset_ms=30.0))
+    image = build_image(types, build_header(types, 1_000_000_000, "cam"), rgb, "rgb8")
+    with pytest.raises(MissingCameraInfo):
+        asm.assemble(image)
+    asm.add_camera_info(build_camera_info(types, build_header(types, 0, "cam"), camera))
+    pts = np.ones((1, 5, 3), np.float32)
+    for stamp in (950_000_000, 1_020_000_000):
+        asm.add_reference(build_pointcloud2(types, build_header(types, stamp, "lidar"), pts * stamp / 1e9))
+    frame = asm.assemble(image)
+    assert frame.reference.stamp_ns == 1_020_000_000  # 20 ms away, the other is 50 ms away
+    np.testing.assert_allclose(frame.reference.points_lidar_m, np.full((5, 3), 1.02), rtol=1e-6)
+    np.testing.assert_allclose(frame.reference.T_camera_lidar, T_CL)
+    far = build_image(types, build_header(types, 2_000_000_000, "cam"), rgb, "rgb8")
+    assert asm.assemble(far).reference is None  # nothing within 30 ms
+
+
+def test_a_malformed_sweep_leaves_the_frame_without_reference_and_says_why(tiny_model, camera_and_rgb):
+    camera, rgb = camera_and_rgb
+    types = rosbags_types()
+    asm = FrameAssembler(config(tiny_model, metric_source="lidar"))
+    asm.add_camera_info(build_camera_info(types, build_header(types, 0, "cam"), camera))
+    cloud = build_pointcloud2(types, build_header(types, 5, "lidar"), np.ones((1, 4, 3), np.float32))
+    cloud.fields = [f for f in cloud.fields if f.name != "z"]  # no z field
+    asm.add_reference(cloud)
+    frame = asm.assemble(build_image(types, build_header(types, 5, "cam"), rgb, "rgb8"))
+    assert frame.reference is None and "z" in str(asm.reference_error)
