@@ -4,6 +4,8 @@
         image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
 """
 
+from typing import List
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
@@ -40,7 +42,7 @@ def generate_launch_description():
             "weights": lc["weights"],
             "device": lc["device"],
             "dtype": lc["dtype"],
-            "tasks": ParameterValue(lc["tasks"], value_type=list),
+            "tasks": ParameterValue(lc["tasks"], value_type=List[str]),  # launch accepts List[str], not list
             "sharpen_rate_hz": ParameterValue(lc["sharpen_rate_hz"], value_type=float),
             "image_transport": lc["image_transport"],
         },

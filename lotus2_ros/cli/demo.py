@@ -70,7 +70,7 @@ def command(args: argparse.Namespace) -> int:
 
         return run_graph(model_dir, out / "graph", seconds=args.seconds, width=args.width, height=args.height,
                          rate_hz=args.rate_hz, device=args.device, dtype=args.dtype,
-                         sharpen_rate_hz=args.sharpen_rate_hz, metric={})
+                         sharpen_rate_hz=args.sharpen_rate_hz, metric=lidar_metric_params())
     t0 = time.perf_counter()
     engine = Lotus2Engine.load(EngineConfig(model_dir / "base_model", model_dir / "weights",
                                             tasks=("depth", "normal"), device=args.device, dtype=args.dtype))
@@ -103,6 +103,14 @@ def command(args: argparse.Namespace) -> int:
     print(report(engine, per_stage, totals, args, load_s))
     print(f"wrote {len(totals)} frames of RGB, predictions and ground truth to {frames_dir}")
     return 0
+
+
+def lidar_metric_params() -> dict:
+    """perception_node parameters that fit the prediction to the synthetic camera's LiDAR."""
+    from ..synthetic import DEFAULT_T_CAMERA_LIDAR
+
+    return dict(metric_source="lidar", extrinsic_source="parameter", metric_max_offset_ms=20.0,
+                lidar_extrinsic=[float(v) for v in np.asarray(DEFAULT_T_CAMERA_LIDAR).ravel()])
 
 
 def report(engine, per_stage: dict[str, list[float]], totals: list[float], args, load_s: float) -> str:

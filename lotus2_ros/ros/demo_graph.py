@@ -32,7 +32,9 @@ TOPICS = ("disparity", "depth/image", "depth/camera_info", "depth/colorized", "n
 def _param_args(params: dict) -> list[str]:
     out = []
     for k, v in params.items():
-        v = ("true" if v else "false") if isinstance(v, bool) else ("[" + ",".join(v) + "]" if isinstance(v, list) else v)
+        v = ("true" if v else "false") if isinstance(v, bool) else v
+        if isinstance(v, list):
+            v = "[" + ",".join(map(str, v)) + "]"
         out += ["-p", f"{k}:={v}"]
     return out
 
@@ -134,7 +136,7 @@ def summary(received: dict[str, list], diagnostics: list, seconds: float, width:
             if NODE in status.name:
                 values = {kv.key: kv.value for kv in status.values}
         keys = ["input_rate_hz", "output_rate_hz", "refined_rate_hz", "frames_received", "frames_published",
-                "frames_dropped", "bad_messages"]
+                "frames_dropped", "bad_messages", "fits_valid", "fits_invalid", "frames_without_reference"]
         lines.append("  node diagnostics: " + ", ".join(f"{k}={values[k]}" for k in keys if k in values))
         stages = {k[len("stage_"):-len("_ms")]: v for k, v in values.items() if k.startswith("stage_")}
         if stages:

@@ -26,6 +26,7 @@ sharpener step and the sharpener never stalls the core's rate.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
@@ -319,20 +321,27 @@ def _fmt(v: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; 0 on a clean shutdown, 1 if it cannot start."""
-    rclpy.init(args=["perception_node", *(argv or [])])
+    """Run the node until SIGINT/SIGTERM; 0 on a clean shutdown, 1 if it cannot start.
+
+    The signals are handled here rather than by rclpy so that the worker stops (finishing the
+    forward in progress) before the ROS context goes away under it.
+    """
+    rclpy.init(args=["perception_node", *(argv or [])], signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         node = PerceptionNode()
     except Exception as err:  # noqa: BLE001 - any start-up failure is reported and ends the process
         print(f"perception_node: cannot start: {err}", file=sys.stderr)
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.shutdown()
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     finally:
         node.stop()
