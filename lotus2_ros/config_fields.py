@@ -65,3 +65,22 @@ def replace_validated(obj: Any, **changes: Any) -> Any:
 
 def read_only_names(cls) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata["read_only"])
+
+
+def parameters_markdown(cls) -> str:
+    """A Markdown table of a config dataclass's parameters: name, type, default, unit/range, meaning."""
+    rows = ["| parameter | type | default | unit / range | description |", "|---|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        meta, default = f.metadata, field_default(f)
+        kind = {bool: "bool", int: "int", float: "double", str: "string"}.get(type(default), "double[] / string[]")
+        if isinstance(default, list):
+            kind = "string[]" if all(isinstance(v, str) for v in default) else "double[]"
+        limits = meta["unit"]
+        if meta["range"]:
+            limits = (limits + " " if limits else "") + f"{meta['range'][0]} … {meta['range'][1]}"
+        if meta["choices"]:
+            limits = " / ".join(map(str, meta["choices"]))
+        text = meta["description"] + (" (fixed at start-up)" if meta["read_only"] else "")
+        shown = str(default).lower() if isinstance(default, bool) else (f'"{default}"' if isinstance(default, str) else default)
+        rows.append(f"| `{f.name}` | {kind} | `{shown}` | {limits} | {text} |")
+    return "\n".join(rows)
