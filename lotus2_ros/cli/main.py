@@ -10,6 +10,7 @@ import sys
 #: subcommand → module in ``lotus2_ros.cli`` providing ``add_arguments(parser)`` and ``command(args) -> int``.
 SUBCOMMANDS = {
     "predict": ("predict", "depth / normals for image files"),
+    "process-bags": ("process_bag", "process many bags, shared between launcher processes (one GPU each)"),
     "demo": ("demo", "run the engine with the tiny model on a synthetic sequence"),
     "make-tiny-model": ("models", "write a random tiny model in the official layout"),
     "export-prompt-embeds": ("models", "compute the empty-prompt embeddings once"),
@@ -46,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         quiet_third_party()
         module = importlib.import_module(f"lotus2_ros.ros.{ROS_SUBCOMMANDS[argv[0]][0]}")
-        return int(module.main(argv[1:]))
+        rest = argv[1:]
+        if {"-h", "--help"} & set(rest[: rest.index("--ros-args")] if "--ros-args" in rest else rest):
+            print(f"usage: lotus2 {argv[0]} [--ros-args ...]\n\n{module.__doc__}")
+            return 0
+        return int(module.main(rest))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -106,6 +106,7 @@ class _FrameContext:
     calibration_out: CameraCalibration | None
     out_hw: tuple[int, int]
     coarse: dict[str, torch.Tensor]
+    wanted: frozenset[str] | None
 
 
 @lru_cache(maxsize=8)
@@ -143,11 +144,21 @@ class PerceptionPipeline:
         self.config = config
 
     # ------------------------------------------------------------------ core pass
-    def process(self, frame: Frame) -> tuple[PerceptionOutput, _FrameContext]:
-        """Core predictor (+ LCM) for every task, decoded into products. Runs without autograd."""
+    def process(self, frame: Frame, wanted: set[str] | None = None) -> tuple[PerceptionOutput, _FrameContext]:
+        """Core predictor (+ LCM) for every task, decoded into products. Runs without autograd.
+
+        Args:
+            frame: The input.
+            wanted: Output topics (``messages.OUTPUT_TOPICS`` names) someone listens to; products
+                only they need (colourised images, the point cloud) are skipped when absent.
+                None builds everything.
+        """
         cfg, engine = self.config, self.engine
         timer = StageTimer(engine.device)
         rgb, cal = frame.rgb, frame.calibration
+        if cal is not None and (cal.height_px, cal.width_px) != rgb.shape[:2]:
+            raise ValueError(f"calibration is {cal.width_px}x{cal.height_px} but the image is "
+                             f"{rgb.shape[1]}x{rgb.shape[0]}")
         if cal is not None and cfg.rectify:
             with timer("rectify"):
                 rgb = self.rectifier.rectify(rgb, cal.camera, cal.R, cal.P)
@@ -164,7 +175,7 @@ class PerceptionPipeline:
             if out_hw != rgb.shape[:2]:
                 rgb_out = cv2.resize(rgb, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
                 cal = cal.scaled(out_hw[1], out_hw[0]) if cal is not None else None
-        ctx = _FrameContext(frame, rgb_out, cal, out_hw, coarse)
+        ctx = _FrameContext(frame, rgb_out, cal, out_hw, coarse, None if wanted is None else frozenset(wanted))
         return self._products(ctx, decoded, refined=False, timer=timer), ctx
 
     # ------------------------------------------------------------------ refinement
@@ -177,6 +188,10 @@ class PerceptionPipeline:
     def _products(self, ctx: _FrameContext, decoded: dict[str, np.ndarray], refined: bool,
                   timer: StageTimer) -> PerceptionOutput:
         cfg = self.config
+
+        def want(topic: str) -> bool:
+            return ctx.wanted is None or topic in ctx.wanted
+
         with timer("products"):
             out = PerceptionOutput(stamp_ns=ctx.frame.stamp_ns, frame_id=ctx.frame.frame_id, refined=refined,
                                    calibration=ctx.calibration_out, rgb=ctx.rgb_out)
@@ -185,9 +200,9 @@ class PerceptionPipeline:
             if "normal" in decoded:
                 out.normals = decoded["normal"][0]
             if cfg.publish_colorized:
-                if out.disparity is not None:
+                if out.disparity is not None and want("depth/colorized"):
                     out.depth_colorized = colorize_disparity(out.disparity)
-                if out.normals is not None:
+                if out.normals is not None and want("normals/colorized"):
                     out.normals_colorized = colorize_normals(out.normals)
         if out.disparity is not None:
             with timer("metric"):
@@ -195,7 +210,7 @@ class PerceptionPipeline:
                 if st is not None:
                     out.scale_shift = st
                     out.depth_m = metric_depth_from_disparity(out.disparity, *st, cfg.min_depth_m, cfg.max_depth_m)
-            if out.depth_m is not None and out.camera is not None and cfg.publish_points:
+            if out.depth_m is not None and out.camera is not None and cfg.publish_points and want("points"):
                 with timer("points"):
                     # Per-channel products (same values): broadcasting [H,W,1] along the length-3
                     # axis is ~3x slower.

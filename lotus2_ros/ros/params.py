@@ -16,7 +16,10 @@ def descriptor(f: dataclasses.Field) -> ParameterDescriptor:
     """A ParameterDescriptor carrying the field's description, choices, unit and numeric range."""
     meta = f.metadata
     text = meta["description"] + (f" [{meta['unit']}]" if meta["unit"] else "")
-    d = ParameterDescriptor(name=f.name, description=text, read_only=bool(meta["read_only"]))
+    d = ParameterDescriptor(name=f.name, description=text, read_only=bool(meta["read_only"]),
+                            # YAML and the command line write 2 for 2.0: let rclpy accept an integer for
+                            # a double; the config dataclass converts it and checks every value.
+                            dynamic_typing=isinstance(f.default, float))
     if meta["choices"]:
         d.additional_constraints = "one of: " + ", ".join(map(str, meta["choices"]))
     if meta["range"]:

@@ -249,7 +249,7 @@ class PerceptionNode(Node):
         frame = self._to_frame(item)
         if frame is None:
             return
-        out, ctx = self.pipeline.process(frame)
+        out, ctx = self.pipeline.process(frame, self._wanted())
         self._last_ctx = ctx
         self._publish(out)
 
@@ -269,6 +269,12 @@ class PerceptionNode(Node):
         elif frame.reference is None and self.config.metric_source in REFERENCE_TOPICS:
             self.stats.count("frames_without_reference")
         return frame
+
+    def _wanted(self) -> set[str]:
+        """Output topics (core or refined) someone subscribes to: only their products are made."""
+        return {t for t in OUTPUT_TOPICS
+                if any(p in self.pubs and self.pubs[p].get_subscription_count() > 0
+                       for p in (t, REFINED_PREFIX + t))}
 
     def _has_subscribers(self) -> bool:
         return any(p.get_subscription_count() > 0 for p in self.pubs.values())
@@ -293,6 +299,9 @@ class PerceptionNode(Node):
             level, message = DiagnosticStatus.WARN, "no images received"
         elif snap.get("frames_without_camera_info", 0) and self.assembler.calibration is None:
             level, message = DiagnosticStatus.WARN, "waiting for camera_info"
+        elif (self.config.sharpen_enabled and self.config.sharpen_rate_hz > 0 and snap["refined_rate_hz"] == 0
+              and snap["output_rate_hz"] > 0 and snap.get("frames_dropped", 0) > 0):
+            level, message = DiagnosticStatus.WARN, "detail sharpener starved: the core predictor keeps the GPU busy"
         status.level, status.message = level, message
         values = {**snap, **{k: v for k, v in self.engine.describe().items()}}
         if self.engine.device.type == "cuda":

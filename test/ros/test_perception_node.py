@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def metric_node(tiny_model, tmp_path_factory):
-    node = NodeProcess("perception-node", base_params(tiny_model, metric_source="fixed", fixed_scale=2.0,
+    node = NodeProcess("perception-node", base_params(tiny_model, metric_source="fixed", fixed_scale=2,  # an int for a double
                                                       fixed_shift=0.1, min_depth_m=0.01, max_depth_m=1000.0),
                        "/m", tmp_path_factory.mktemp("logs") / "metric_node.log")
     yield node

@@ -1,0 +1,147 @@
+"""Diagnostics figures: sliding-window rates, latency statistics, counters (synthetic clock)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from lotus2_ros.perception import stats
+from lotus2_ros.perception.stats import NodeStats, RateWindow
+
+
+class FakeClock:
+    """A monotonic clock the test advances by hand (seconds)."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Replaces the stats module's clock (only that module's view of ``time``)."""
+    fake = FakeClock()
+    monkeypatch.setattr(stats, "time", SimpleNamespace(monotonic=fake))
+    return fake
+
+
+# ----------------------------------------------------------------------------- RateWindow
+def test_rate_of_evenly_spaced_events_is_their_frequency():
+    rate = RateWindow(window_s=5.0)
+    for i in range(30):
+        rate.add(100.0 + i * 0.1)  # 10 Hz for 2.9 s
+    assert rate.rate_hz(now=102.9) == pytest.approx(10.0)
+
+
+def test_rate_counts_only_events_inside_the_window():
+    rate = RateWindow(window_s=2.0)
+    for i in range(10):
+        rate.add(i * 1.0)  # 1 Hz, t = 0..9
+    for i in range(1, 21):
+        rate.add(9.0 + i * 0.05)  # then 20 Hz, t = 9.05..10.0
+    # Window [8, 10]: events at 8, 9 and the 20 burst ones -> 21 intervals over 2 s.
+    assert rate.rate_hz(now=10.0) == pytest.approx(21 / 2.0)
+
+
+def test_rate_is_zero_with_fewer_than_two_events_in_the_window():
+    rate = RateWindow(window_s=1.0)
+    assert rate.rate_hz(now=0.0) == 0.0
+    rate.add(5.0)
+    assert rate.rate_hz(now=5.0) == 0.0
+    rate.add(5.5)
+    assert rate.rate_hz(now=5.5) == pytest.approx(2.0)
+    assert rate.rate_hz(now=20.0) == 0.0  # both expired
+
+
+# ----------------------------------------------------------------------------- NodeStats
+def test_snapshot_reports_input_and_output_rates_from_the_clock(clock):
+    node = NodeStats(window_s=5.0)
+    for i in range(21):  # inputs at 20 Hz for 1 s, every second frame published (10 Hz)
+        clock.t = 1000.0 + i * 0.05
+        node.input()
+        if i % 2 == 0:
+            node.output(latency_ms=30.0, refined=False)
+        if i % 10 == 0:
+            node.output(latency_ms=500.0, refined=True)  # refined at 2 Hz
+    snap = node.snapshot()
+    assert snap["input_rate_hz"] == pytest.approx(20.0)
+    assert snap["output_rate_hz"] == pytest.approx(10.0)
+    assert snap["refined_rate_hz"] == pytest.approx(2.0)
+    assert snap["frames_received"] == 21.0
+    assert snap["frames_published"] == 11.0
+    assert snap["refined_published"] == 3.0
+
+
+def test_latency_median_and_max_cover_core_frames_only(clock):
+    node = NodeStats()
+    for latency in (40.0, 10.0, 30.0, 20.0):
+        node.output(latency, refined=False)
+    node.output(900.0, refined=True)
+    snap = node.snapshot()
+    assert snap["latency_median_ms"] == 25.0
+    assert snap["latency_max_ms"] == 40.0
+
+
+def test_latency_keeps_only_the_most_recent_samples(clock):
+    node = NodeStats(latency_samples=3)
+    for latency in (1000.0, 5.0, 7.0, 6.0):
+        node.output(latency, refined=False)
+    snap = node.snapshot()
+    assert (snap["latency_median_ms"], snap["latency_max_ms"]) == (6.0, 7.0)
+
+
+def test_counters_accumulate_by_reason(clock):
+    node = NodeStats()
+    node.count("dropped_frames")
+    node.count("dropped_frames", 4)
+    node.count("bad_messages/encoding")
+    snap = node.snapshot()
+    assert snap["dropped_frames"] == 5.0
+    assert snap["bad_messages/encoding"] == 1.0
+
+
+def test_snapshot_without_data_has_nan_latency_and_infinite_input_age(clock):
+    snap = NodeStats().snapshot()
+    assert set(snap) == {"input_rate_hz", "output_rate_hz", "refined_rate_hz", "latency_median_ms",
+                         "latency_max_ms", "seconds_since_input"}
+    assert math.isnan(snap["latency_median_ms"]) and math.isnan(snap["latency_max_ms"])
+    assert snap["seconds_since_input"] == math.inf
+    assert snap["input_rate_hz"] == snap["output_rate_hz"] == snap["refined_rate_hz"] == 0.0
+
+
+def test_seconds_since_input_follows_the_clock(clock):
+    node = NodeStats()
+    node.input()
+    clock.t += 2.5
+    assert node.snapshot()["seconds_since_input"] == pytest.approx(2.5)
+
+
+def test_snapshot_values_are_floats(clock):
+    node = NodeStats()
+    node.input()
+    node.output(12.0, refined=False)
+    node.count("bad_messages")
+    assert all(type(v) is float for v in node.snapshot().values())
+
+
+def test_counts_from_several_threads_add_up():
+    node = NodeStats()
+
+    def work():
+        for _ in range(2000):
+            node.count("dropped_frames")
+            node.input()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snap = node.snapshot()
+    assert snap["dropped_frames"] == 8000.0
+    assert snap["frames_received"] == 8000.0
