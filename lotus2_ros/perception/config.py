@@ -34,6 +34,8 @@ class PerceptionConfig:
                           range_=(16, 4096), unit="px")
     sharpen_enabled: bool = _f(True, "load the detail sharpener and refine frames at sharpen_rate_hz",
                                read_only=True)
+    torch_threads: int = _f(0, "CPU threads for torch (0: torch's default); 1 helps a small CPU shared with other "
+                            "nodes", read_only=True, range_=(0, 256))
     # --- inputs ----------------------------------------------------------------------------
     image_transport: str = _f("raw", "subscribe to 'image' (raw) or 'image/compressed'", read_only=True,
                               choices=("raw", "compressed"))

@@ -61,7 +61,7 @@ def run_graph(model_dir: Path, out_dir: Path, *, seconds: float, width: int, hei
                    out_dir / "synthetic_camera.log")
     node = start("perception-node", dict(base_model=str(model_dir / "base_model"), weights=str(model_dir / "weights"),
                                          device=device, dtype=dtype, sharpen_rate_hz=sharpen_rate_hz,
-                                         sharpen_steps=2, diagnostics_period_s=1.0, **metric),
+                                         sharpen_steps=2, diagnostics_period_s=1.0, torch_threads=1, **metric),
                  out_dir / "perception_node.log")
     rclpy.init()
     rec = rclpy.create_node("demo_recorder")

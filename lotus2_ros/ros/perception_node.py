@@ -152,6 +152,10 @@ class PerceptionNode(Node):
     def _load_engine(self, cfg: PerceptionConfig):
         from ..model.engine import EngineConfig, Lotus2Engine
 
+        if cfg.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.torch_threads)
         if not cfg.base_model or not cfg.weights:
             raise ConfigError("parameters 'base_model' and 'weights' must name the model folders")
         return Lotus2Engine.load(EngineConfig(

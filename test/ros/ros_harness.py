@@ -77,7 +77,8 @@ OUT_TOPICS = {
 
 def base_params(tiny_model, **extra):
     params = dict(base_model=str(tiny_model.base_model), weights=str(tiny_model.weights), device="cpu",
-                  dtype="fp32", qos_reliability="reliable", diagnostics_period_s=0.5, sharpen_rate_hz=0.0)
+                  dtype="fp32", qos_reliability="reliable", diagnostics_period_s=0.5, sharpen_rate_hz=0.0,
+                  torch_threads=1)
     params.update(extra)
     return params
 
