@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lotus2_ros
 
-CORE_PACKAGES = ("model", "geometry", "io", "synthetic", "cli", "train")
+CORE_PACKAGES = ("model", "geometry", "io", "synthetic", "cli", "train", "bag", "perception")
 
 
 def test_core_packages_import_with_rclpy_blocked():

@@ -10,6 +10,8 @@ import sys
 #: subcommand → module in ``lotus2_ros.cli`` providing ``add_arguments(parser)`` and ``command(args) -> int``.
 SUBCOMMANDS = {
     "predict": ("predict", "depth / normals for image files"),
+    "process-bag": ("process_bag", "run the perception pipeline over a ROS 2 bag into a new bag"),
+    "process-bags": ("process_bag", "process many bags, shared between launcher processes (one GPU each)"),
     "demo": ("demo", "run the engine with the tiny model on a synthetic sequence"),
     "make-tiny-model": ("models", "write a random tiny model in the official layout"),
     "export-prompt-embeds": ("models", "compute the empty-prompt embeddings once"),

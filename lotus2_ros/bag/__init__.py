@@ -1,0 +1,77 @@
+"""Offline bag processing (ROS-free): the live node's pipeline over recorded ROS 2 bags.
+
+Reads sqlite3 and mcap bags with ``rosbags``; never imports rclpy. Typical use::
+
+    from lotus2_ros.bag import ProcessBagOptions, process_bag
+    stats = process_bag(ProcessBagOptions("run1", "run1_lotus2", config), engine)
+    print(stats.summary())
+
+The command line is ``lotus2 process-bag`` / ``ros2 run lotus2_ros process_bag``, and
+``lotus2 process-bags`` for many bags over several processes (docs/BAGS.md).
+"""
+
+from lotus2_ros.bag.config_file import load_perception_config
+from lotus2_ros.bag.errors import (
+    BagError,
+    BagReadError,
+    BagTopicError,
+    Interrupted,
+    OutputExistsError,
+    ResumeError,
+)
+from lotus2_ros.bag.export import FrameExporter, frame_stem
+from lotus2_ros.bag.index import BagIndex, StampIndex, index_bag
+from lotus2_ros.bag.journal import PARTIAL_SUFFIX, Checkpoint, PartialRun, partial_path
+from lotus2_ros.bag.processor import (
+    DEFAULT_OUTPUT_PREFIX,
+    BagPlan,
+    ProcessBagOptions,
+    plan_bag_run,
+    planned_output_topics,
+    process_bag,
+    run_bag,
+)
+from lotus2_ros.bag.reader import BagTopics, InputBag, cdr_header_stamp_ns
+from lotus2_ros.bag.shard import Shard, assign_bags, device_for, shard_from_env
+from lotus2_ros.bag.stats import RunStats, is_forward
+from lotus2_ros.bag.tf import TfTree, extrinsic_lookup
+from lotus2_ros.bag.writer import OutputBag, merge_bags
+
+__all__ = [
+    "DEFAULT_OUTPUT_PREFIX",
+    "PARTIAL_SUFFIX",
+    "BagError",
+    "BagIndex",
+    "BagPlan",
+    "BagReadError",
+    "BagTopicError",
+    "BagTopics",
+    "Checkpoint",
+    "FrameExporter",
+    "InputBag",
+    "Interrupted",
+    "OutputBag",
+    "OutputExistsError",
+    "PartialRun",
+    "ProcessBagOptions",
+    "ResumeError",
+    "RunStats",
+    "Shard",
+    "StampIndex",
+    "TfTree",
+    "assign_bags",
+    "cdr_header_stamp_ns",
+    "device_for",
+    "extrinsic_lookup",
+    "frame_stem",
+    "index_bag",
+    "is_forward",
+    "load_perception_config",
+    "merge_bags",
+    "partial_path",
+    "plan_bag_run",
+    "planned_output_topics",
+    "process_bag",
+    "run_bag",
+    "shard_from_env",
+]
