@@ -92,7 +92,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _starts_with_pickle(path: Path) -> bool:
     with open(path, "rb") as f:
-        return f.read(1) == b"\x80"
+        head = f.read(9)
+    # A safetensors file starts with its header length (8 bytes, little endian, so its first byte
+    # can be 0x80 too) followed by the JSON header's "{".
+    return head[:1] == b"\x80" and head[8:9] != b"{"
 
 
 _LORA_SUFFIXES = (
