@@ -15,6 +15,9 @@ SUBCOMMANDS = {
     "demo": ("demo", "run the engine with the tiny model on a synthetic sequence"),
     "make-tiny-model": ("models", "write a random tiny model in the official layout"),
     "export-prompt-embeds": ("models", "compute the empty-prompt embeddings once"),
+    "train-core": ("train", "train the core predictor + LCM (LoRA or full fine-tune)"),
+    "train-sharpener": ("train", "train the detail sharpener on a frozen core predictor"),
+    "evaluate": ("evaluate", "depth / normal metrics on evaluation sets"),
 }
 
 

@@ -1,0 +1,135 @@
+"""The two training objectives, written on the engine's own stage methods.
+
+Core predictor (single step, clean-data objective, latent space)::
+
+    z_x   = encode(rgb)                                  # posterior mode, shifted and scaled
+    z_y   = encode(target)                               # 3-channel disparity / normal image
+    ẑ_y   = LCM(core(z_x))                               # one forward, timestep 1/1000 as at inference
+    L     = Σ w·(ẑ_y − z_y)² / Σ w                       # w: valid-pixel fraction per latent pixel
+
+Detail sharpener (noise-free rectified flow from the coarse to the fine latent)::
+
+    z_c   = sg(LCM(core(z_x)))                           # the frozen core's coarse latent
+    σ     ~ the shifted schedule family the engine integrates (see sample_sigmas)
+    z_σ   = σ·z_c + (1 − σ)·z_y                          # straight path: σ = 1 coarse, σ = 0 fine
+    L     = Σ w·(v(z_σ, σ) − (z_c − z_y))² / Σ w         # constant velocity of that path
+
+The engine integrates ``x ← x + (σ_{i+1} − σ_i)·v`` from σ = 1 to 0, so with the exact velocity
+every step schedule lands on ``z_c − (z_c − z_y) = z_y``: N Euler steps of
+:meth:`~lotus2_ros.model.engine.Lotus2Engine.sharpen` move the coarse prediction to the fine one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..model.latents import FlowSchedule, pack_latents
+
+SIGMA_SAMPLING = ("shifted", "grid")
+
+
+def latent_weight(pixel_weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """``[B,1,H,W]`` pixel weights → ``[B,1,H/f,W/f]``: the valid fraction under each latent pixel."""
+    return F.avg_pool2d(pixel_weight.float(), kernel_size=factor, stride=factor)
+
+
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over channels and the pixels ``weight`` (``[B,1,h,w]``, broadcast) keeps.
+
+    An all-zero weight gives 0 (still connected to the graph, so data-parallel gradient
+    reduction sees every parameter).
+    """
+    err = (pred.float() - target.float()) ** 2  # [B,C,h,w]
+    if weight is None:
+        return err.mean()
+    w = weight.float().expand_as(err)
+    return (w * err).sum() / w.sum().clamp_min(1e-12)
+
+
+def shift_sigmas(u: torch.Tensor, schedule: FlowSchedule, image_seq_len: int) -> torch.Tensor:
+    """Apply the schedule's time shift to uniform times ``u`` in (0, 1].
+
+    The same map :meth:`FlowSchedule.sigmas` applies to ``linspace(1, 1/N, N)``: with dynamic
+    shifting ``σ = e^μ / (e^μ + (1/u − 1))``, μ linear in the token count; otherwise
+    ``σ = s·u / (1 + (s − 1)·u)``.
+    """
+    u = u.double().clamp_min(1e-12)
+    if schedule.use_dynamic_shifting:
+        e = math.exp(schedule.mu(image_seq_len))
+        sigma = e / (e + (1.0 / u - 1.0))
+    else:
+        s = schedule.shift
+        sigma = s * u / (1 + (s - 1) * u)
+    return sigma.float()
+
+
+def sample_sigmas(schedule: FlowSchedule, image_seq_len: int, batch: int, generator: torch.Generator,
+                  mode: str = "shifted", grid_steps: int = 10) -> torch.Tensor:
+    """Flow times ``[B]`` for the sharpener objective.
+
+    Args:
+        mode: ``"shifted"``: ``u ~ U(0, 1]`` then :func:`shift_sigmas` (the continuous family
+            the inference grid is drawn from, so any step count is covered); ``"grid"``: one of
+            the ``grid_steps`` sigmas the engine visits with that many steps, uniformly.
+    """
+    if mode == "shifted":
+        u = 1.0 - torch.rand(batch, generator=generator, dtype=torch.float64)  # (0, 1]
+        return shift_sigmas(u, schedule, image_seq_len)
+    if mode == "grid":
+        grid = torch.from_numpy(schedule.sigmas(grid_steps, image_seq_len)[:-1])  # [N], σ=1 … σ_N
+        return grid[torch.randint(len(grid), (batch,), generator=generator)]
+    raise ValueError(f"sigma sampling must be one of {SIGMA_SAMPLING}, got {mode!r}")
+
+
+def flow_point(coarse: torch.Tensor, fine: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The straight path and its velocity: ``(σ·z_c + (1 − σ)·z_y, z_c − z_y)``; ``sigma`` ``[B]``."""
+    s = sigma.to(coarse.dtype).view(-1, *([1] * (coarse.ndim - 1)))
+    return s * coarse + (1 - s) * fine, coarse - fine
+
+
+def sharpener_loss(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], coarse: torch.Tensor,
+                   fine: torch.Tensor, sigma: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The sharpener objective for any velocity model ``velocity(z_σ [B,C,h,w], σ [B]) → [B,C,h,w]``."""
+    x, v_target = flow_point(coarse, fine, sigma)
+    return weighted_mse(velocity(x, sigma), v_target, weight)
+
+
+# ----------------------------------------------------------------------------- per-step losses
+def encode_batch(engine, batch: dict, tasks: tuple[str, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Image latent and target latents of a micro-batch, without gradients (the VAE is frozen)."""
+    with torch.no_grad():
+        z_x = engine.encode(batch["rgb"])  # [B,C,h,w]
+        z_y = {task: engine.encode(batch[task]) for task in tasks}
+    return z_x, z_y
+
+
+def core_losses(engine, batch: dict, tasks: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Core-predictor loss per task for one micro-batch (see the module docstring)."""
+    z_x, z_y = encode_batch(engine, batch, tasks)
+    losses = {}
+    for task in tasks:
+        pred = engine.lcm(engine.core(z_x, task), task)  # [B,C,h,w]
+        w = latent_weight(batch[f"{task}_weight"], engine.vae_scale_factor)
+        losses[task] = weighted_mse(pred, z_y[task], w)
+    return losses
+
+
+def sharpener_losses(engine, batch: dict, tasks: tuple[str, ...], *, sigma_sampling: str = "shifted",
+                     grid_steps: int = 10) -> dict[str, torch.Tensor]:
+    """Detail-sharpener loss per task for one micro-batch; flow times come from ``batch["seed"]``."""
+    z_x, z_y = encode_batch(engine, batch, tasks)
+    gen = torch.Generator().manual_seed(int(batch["seed"]))
+    seq_len = pack_latents(z_x[:1]).shape[1]
+    losses = {}
+    for task in tasks:
+        with torch.no_grad():
+            coarse = engine.lcm(engine.core(z_x, task), task).float()  # frozen core + LCM
+        sigma = sample_sigmas(engine.schedule, seq_len, z_x.shape[0], gen, sigma_sampling, grid_steps)
+        sigma = sigma.to(coarse.device)
+        w = latent_weight(batch[f"{task}_weight"], engine.vae_scale_factor)
+        losses[task] = sharpener_loss(lambda x, s, t=task: engine.velocity(x, t, s), coarse, z_y[task].float(), sigma, w)
+    return losses

@@ -1,0 +1,470 @@
+"""The training loop shared by ``train_core`` and ``train_sharpener`` (accelerate-based).
+
+One optimizer step = ``grad_accum`` micro-batches of ``batch_size`` frames per process. The
+loop runs the engine's stages inside the prepared module's ``forward`` (so DDP/FSDP wrappers,
+autocast and gradient checkpointing apply), logs losses and the learning rate, validates in
+pixel space with the same ``predict`` path the node uses, writes checkpoints that resume
+bit-for-bit, and finally exports the official Lotus-2 file layout.
+
+Run folder (``TrainConfig.output_dir``)::
+
+    config.json            the run's configuration
+    metrics.jsonl          one JSON line per logged step / validation (main process)
+    logs/                  TensorBoard (losses, learning rate, metrics, validation images)
+    val/step_NNNNNNNN/     validation images (RGB | prediction | ground truth) as PNG
+    checkpoints/step_NNNNNNNN/   trainable weights, optimizer, LR scheduler, RNG states, step
+    export/weights/        Lotus-2 files (+ export/base_model/ for --full-finetune)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io.images import write_rgb
+from ..io.visualize import colorize_disparity, colorize_normals
+from ..model.engine import DTYPES, EngineConfig, Lotus2Engine
+from ..model.prompt_embeds import load_prompt_embeds
+from ..model.weights import TaskWeightFiles, WeightsError, attach_lora, load_lcm
+from .config import TrainConfig
+from .data import BatchStream, heldout_samples, open_source
+from .metrics import DepthMetricsAccumulator, NormalMetricsAccumulator
+from .model import (
+    LoraSettings,
+    Lotus2TrainModule,
+    add_trainable_lora,
+    copy_prompt_embeds,
+    copy_weights_folder,
+    export_base_model,
+    export_task_files,
+    load_base_modules,
+    load_trainable_lora,
+    lora_scalings,
+    new_lcm,
+)
+from .objectives import core_losses, sharpener_losses
+from .samples import depth_valid_mask
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "step_"
+TRAINABLE_FILE = "trainable.safetensors"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class RunResult:
+    """What a run did: the final step, per-step losses, validation results and the export folders."""
+
+    step: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    validations: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    export_weights: Path | None = None
+    export_base_model: Path | None = None
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Builds the model, data, optimizer and accelerator for a :class:`TrainConfig`; :meth:`run` trains."""
+
+    def __init__(self, config: TrainConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration, set_seed
+
+        self.config = cfg = config
+        out = Path(cfg.output_dir)
+        log_with = _tensorboard_or_none()
+        _allow_new_precision(cfg.mixed_precision)
+        self.accelerator = acc = Accelerator(
+            mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
+            log_with=log_with, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+        set_seed(cfg.seed)
+        if cfg.full_finetune and cfg.base_dtype != "fp32":
+            raise ValueError("full_finetune trains every transformer weight: base_dtype must be fp32 "
+                             "(mixed_precision bf16 still computes in bf16)")
+        self.frozen_dtype = DTYPES[cfg.base_dtype]
+
+        # 1. Modules: the base model, adapters and LCMs as the stage needs them.
+        transformer, vae, schedule = load_base_modules(cfg.base_model, self.frozen_dtype)
+        lcms = self._build_adapters(transformer, vae.config.latent_channels)
+        if cfg.full_finetune:
+            transformer.float().requires_grad_(True)
+        for p in [p for p in transformer.parameters() if p.requires_grad]:
+            p.data = p.data.float()  # trainable weights stay float32 whatever the frozen dtype
+        if cfg.gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
+        transformer.train()
+        vae.eval()
+        self.scalings = lora_scalings(transformer)
+        self.transformer_config = dict(transformer.config)
+        module = Lotus2TrainModule(transformer, vae, lcms)
+        params = [p for p in module.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: no parameter requires gradients")
+        self.num_trainable = sum(p.numel() for p in params)
+
+        # 2. Optimizer and LR schedule (stepped once per process per optimizer step by accelerate).
+        from diffusers.optimization import get_scheduler
+
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                                      weight_decay=cfg.weight_decay)
+        scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps * acc.num_processes,
+                                  num_training_steps=cfg.max_steps * acc.num_processes)
+        self.model, self.optimizer, self.scheduler = acc.prepare(module, optimizer, scheduler)
+        self.module = acc.unwrap_model(self.model)
+
+        # 3. The inference engine on the trained modules.
+        prompt = load_prompt_embeds(cfg.prompt_embeds_dir, joint_attention_dim=transformer.config.joint_attention_dim,
+                                    pooled_projection_dim=transformer.config.pooled_projection_dim)
+        device = "cpu" if acc.device.type == "cpu" else str(acc.device)
+        engine_cfg = EngineConfig(base_model=Path(cfg.base_model), weights=Path(cfg.weights or out), tasks=cfg.tasks,
+                                  device=device, dtype=cfg.base_dtype, process_res=None,
+                                  load_sharpener=cfg.stage == "sharpener")
+        self.engine = Lotus2Engine(engine_cfg, self.module.transformer, self.module.vae, self.module.lcms,
+                                   prompt.to(acc.device, self.frozen_dtype), schedule,
+                                   cfg.tasks if cfg.stage == "sharpener" else ())
+        self.module.engine = self.engine
+        self.loss_fn = (partial(core_losses, tasks=cfg.tasks) if cfg.stage == "core" else
+                        partial(sharpener_losses, tasks=cfg.tasks, sigma_sampling=cfg.sigma_sampling,
+                                grid_steps=cfg.grid_steps))
+
+        # 4. Data.
+        kw = dict(resize_short_px=cfg.resize_short_px, crop_hw=cfg.crop_hw, flip_prob=cfg.flip_prob,
+                  synthetic=cfg.synthetic)
+        self.datasets = [open_source(s, **kw) for s in cfg.data]
+        val_sources = cfg.val_data or cfg.data
+        self.val_samples = heldout_samples([open_source(s, heldout=True, **kw) for s in val_sources],
+                                           cfg.val_samples) if cfg.val_samples and cfg.validate_every else []
+        acc.register_save_state_pre_hook(self._save_hook)
+        acc.register_load_state_pre_hook(self._load_hook)
+
+    # ------------------------------------------------------------------ building
+    def _build_adapters(self, transformer, channels: int) -> dict:
+        cfg = self.config
+        lora = LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        lcms = {}
+        for task in cfg.tasks:
+            files = TaskWeightFiles.in_folder(cfg.weights, task) if cfg.weights else None
+            if cfg.stage == "core":
+                if files is not None and files.core_predictor.is_file() and files.lcm.is_file():
+                    rank = load_trainable_lora(transformer, files.core_predictor, f"{task}_core")
+                    lcms[task] = load_lcm(files.lcm, channels).float().requires_grad_(True)
+                    log.info("%s: fine-tuning the core predictor (rank %d) and LCM of %s", task, rank, cfg.weights)
+                else:
+                    if files is not None:
+                        log.info("%s: no core predictor in %s, starting a fresh one", task, cfg.weights)
+                    add_trainable_lora(transformer, f"{task}_core", lora.rank_for(task), lora.alpha_for(task),
+                                       lora.targets)
+                    lcms[task] = new_lcm(channels)
+            else:
+                if not (files.core_predictor.is_file() and files.lcm.is_file()):
+                    raise WeightsError(f"{cfg.weights} lacks the {task} core predictor or LCM the sharpener builds on")
+                attach_lora(transformer, files.core_predictor, f"{task}_core")  # frozen
+                lcms[task] = load_lcm(files.lcm, channels).float()  # frozen
+                if files.detail_sharpener.is_file():
+                    rank = load_trainable_lora(transformer, files.detail_sharpener, f"{task}_sharpener")
+                    log.info("%s: fine-tuning the detail sharpener (rank %d) of %s", task, rank, cfg.weights)
+                else:
+                    add_trainable_lora(transformer, f"{task}_sharpener", lora.rank_for(task), lora.alpha_for(task),
+                                       lora.targets)
+        return lcms
+
+    # ------------------------------------------------------------------ checkpoints
+    def _fsdp(self) -> bool:
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.FSDP
+
+    def _save_hook(self, models, weights, output_dir):
+        # Only the trainable weights go into a checkpoint (the frozen base is the base model).
+        if self._fsdp() or not weights:
+            return
+        from safetensors.torch import save_file
+
+        if self.accelerator.is_main_process:
+            sd = {k: v.float().cpu().contiguous() for k, v in self.module.trainable_state_dict().items()}
+            save_file(sd, str(Path(output_dir) / TRAINABLE_FILE))
+        weights.pop()
+
+    def _load_hook(self, models, input_dir):
+        if self._fsdp():
+            return
+        from safetensors.torch import load_file
+
+        models.pop()
+        sd = load_file(str(Path(input_dir) / TRAINABLE_FILE))
+        params = dict(self.module.named_parameters())
+        want = {n for n, p in params.items() if p.requires_grad}
+        if set(sd) != want:
+            missing, extra = sorted(want - set(sd)), sorted(set(sd) - want)
+            raise ValueError(f"checkpoint {input_dir} does not fit this run: missing {missing[:5]}, unexpected {extra[:5]}")
+        with torch.no_grad():
+            for name, value in sd.items():
+                params[name].copy_(value)
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return Path(self.config.output_dir) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
+
+    def save_checkpoint(self, step: int) -> Path:
+        path = self.checkpoint_dir(step)
+        self.accelerator.save_state(str(path))
+        if self.accelerator.is_main_process:
+            state = {"step": step, "fingerprint": self._fingerprint()}
+            (path / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+            self._rotate_checkpoints()
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def _rotate_checkpoints(self) -> None:
+        keep = self.config.keep_checkpoints
+        if keep <= 0:
+            return
+        ckpts = sorted((Path(self.config.output_dir) / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"))
+        for old in ckpts[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _fingerprint(self) -> dict:
+        fp = self.config.schedule_fingerprint()
+        if self.config.lr_scheduler.startswith("constant"):
+            fp.pop("max_steps")  # a constant schedule does not depend on the run length
+        return fp
+
+    def resolve_resume(self, resume: str | Path | None) -> Path | None:
+        if resume in (None, ""):
+            return None
+        if str(resume) == "latest":
+            ckpts = sorted((Path(self.config.output_dir) / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"))
+            ckpts = [c for c in ckpts if (c / STATE_FILE).is_file()]
+            return ckpts[-1] if ckpts else None
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"not a checkpoint folder (no {STATE_FILE}): {path}")
+        return path
+
+    def load_checkpoint(self, path: Path) -> int:
+        state = json.loads((Path(path) / STATE_FILE).read_text())
+        differ = {k: (state["fingerprint"].get(k), v) for k, v in self._fingerprint().items()
+                  if state["fingerprint"].get(k) != v}
+        if differ:
+            raise ValueError(f"checkpoint {path} was written by a run with other settings; resuming would not "
+                             f"continue it: {differ} (checkpoint value, this run)")
+        self.accelerator.load_state(str(path))
+        return int(state["step"])
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, step: int) -> dict[str, float]:
+        """Pixel-space metrics of the current model on the held-out frames (all processes run it)."""
+        cfg, acc = self.config, self.accelerator
+        steps_list = [0] if cfg.stage == "core" else sorted({0, cfg.val_sharpen_steps})
+        results: dict[str, float] = {}
+        images: dict[str, np.ndarray] = {}
+        for steps in steps_list:
+            depth_acc, normal_acc = DepthMetricsAccumulator(), NormalMetricsAccumulator()
+            for i, sample in enumerate(self.val_samples):
+                with torch.no_grad(), acc.autocast():
+                    pred = self.model(sample, partial(_predict, tasks=cfg.tasks, sharpen_steps=steps))
+                if "depth" in cfg.tasks and sample.depth_m is not None:
+                    valid = depth_valid_mask(sample)
+                    if valid.sum() >= 2:
+                        depth_acc.add(pred.disparity, sample.depth_m, valid, 1e-3, np.inf)
+                if "normal" in cfg.tasks and sample.normals is not None:
+                    mask = np.isfinite(sample.normals).all(-1)
+                    normal_acc.add(pred.normals, sample.normals, mask)
+                if i < cfg.num_val_images and steps == steps_list[-1]:
+                    images.update(_val_images(sample, pred, cfg.tasks, i))
+            tag = "" if cfg.stage == "core" else f"_sharpen{steps}"
+            if "depth" in cfg.tasks:
+                r = depth_acc.result()
+                results[f"depth_abs_rel{tag}"], results[f"depth_delta1{tag}"] = r["abs_rel"], r["delta1"]
+            if "normal" in cfg.tasks:
+                r = normal_acc.result()
+                results[f"normal_mean_deg{tag}"], results[f"normal_a11.25{tag}"] = r["mean"], r["a11.25"]
+        if acc.is_main_process:
+            folder = Path(cfg.output_dir) / "val" / f"{CHECKPOINT_PREFIX}{step:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, img in images.items():
+                write_rgb(folder / f"{name}.png", img)
+            self._log_images(images, step)
+        return results
+
+    def _log_images(self, images: dict[str, np.ndarray], step: int) -> None:
+        if not images:
+            return
+        try:
+            writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
+        except (ValueError, AttributeError):
+            return
+        if hasattr(writer, "add_image"):
+            for name, img in images.items():
+                writer.add_image(f"val/{name}", img, step, dataformats="HWC")
+
+    # ------------------------------------------------------------------ loop
+    def run(self, resume: str | Path | None = None) -> RunResult:
+        """Train to ``max_steps`` (continuing from ``resume``: a checkpoint folder or ``"latest"``), then export."""
+        cfg, acc = self.config, self.accelerator
+        out = Path(cfg.output_dir)
+        t0 = time.perf_counter()
+        step = 0
+        ckpt = self.resolve_resume(resume)
+        if ckpt is not None:
+            step = self.load_checkpoint(ckpt)
+            log.info("resumed from %s at step %d", ckpt, step)
+        if acc.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(cfg.to_json() + "\n")
+        acc.init_trackers(f"lotus2_{cfg.stage}", config=_flat_hparams(cfg))
+        result = RunResult(step=step)
+        stream = BatchStream(self.datasets, [s.prob for s in cfg.data], cfg.batch_size, cfg.tasks, cfg.seed,
+                             start=step * cfg.grad_accum, rank=acc.process_index, world_size=acc.num_processes)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
+                                             pin_memory=acc.device.type == "cuda")
+        if acc.is_main_process:
+            log.info("%s stage: tasks %s, %s trainable parameters, %d process(es), batch %d x %d accumulation",
+                     cfg.stage, cfg.tasks, f"{self.num_trainable:,}", acc.num_processes, cfg.batch_size, cfg.grad_accum)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.stage}", unit="step",
+                   disable=not (cfg.progress and acc.is_local_main_process))
+        pending: list[dict[str, float]] = []
+        try:
+            if step < cfg.max_steps:
+                for batch in loader:
+                    batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+                    with acc.accumulate(self.model):
+                        losses = self.model(batch, self.loss_fn)
+                        loss = sum(losses.values())
+                        acc.backward(loss)
+                        if acc.sync_gradients and cfg.max_grad_norm > 0:
+                            acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                        self.optimizer.step()
+                        self.scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    pending.append({k: v.detach() for k, v in losses.items()} | {"loss": loss.detach()})
+                    if not acc.sync_gradients:
+                        continue
+                    step += 1
+                    logs = self._reduce(pending)
+                    pending = []
+                    logs["lr"] = self.scheduler.get_last_lr()[0]
+                    result.losses.append((step, logs["loss"]))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                    if step % max(cfg.log_every, 1) == 0 or step == cfg.max_steps:
+                        self._log(logs, step)
+                    if cfg.validate_every and self.val_samples and (step % cfg.validate_every == 0 or step == cfg.max_steps):
+                        metrics = self.validate(step)
+                        result.validations.append((step, metrics))
+                        self._log({f"val/{k}": v for k, v in metrics.items()}, step)
+                        if acc.is_main_process:
+                            log.info("step %d validation: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                    if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps):
+                        self.save_checkpoint(step)
+                    if step >= cfg.max_steps:
+                        break
+        except KeyboardInterrupt:
+            if step > 0:
+                log.warning("interrupted: saving a checkpoint at step %d (resume with --resume latest)", step)
+                self.save_checkpoint(step)
+            raise
+        finally:
+            bar.close()
+        result.step = step
+        acc.wait_for_everyone()
+        result.export_weights, result.export_base_model = self.export(out / "export")
+        acc.end_training()
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _reduce(self, pending: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Mean over the micro-batches of this step and over processes."""
+        keys = list(pending[0])
+        local = torch.stack([torch.stack([p[k].float() for p in pending]).mean() for k in keys])
+        total = self.accelerator.reduce(local, reduction="mean") if self.accelerator.num_processes > 1 else local
+        return {k: float(v) for k, v in zip(keys, total.cpu())}
+
+    def _log(self, logs: dict[str, float], step: int) -> None:
+        named = {(k if "/" in k else f"train/{k}"): v for k, v in logs.items()}
+        self.accelerator.log(named, step=step)
+        if self.accelerator.is_main_process:
+            with open(Path(self.config.output_dir) / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, **named}) + "\n")
+
+    # ------------------------------------------------------------------ export
+    def export(self, export_dir: Path) -> tuple[Path, Path | None]:
+        """Write the official layout: ``export_dir/weights`` (+ ``export_dir/base_model`` if fully fine-tuned)."""
+        cfg, acc = self.config, self.accelerator
+        state = acc.get_state_dict(self.model) if self._fsdp() else self.module.state_dict()
+        weights_dir = Path(export_dir) / "weights"
+        base_dir = Path(export_dir) / "base_model" if cfg.full_finetune else None
+        if acc.is_main_process:
+            meta = {"format": "lotus2", "stage": cfg.stage, "tasks": ",".join(cfg.tasks), "trainer": "lotus2_ros"}
+            if weights_dir.exists():
+                shutil.rmtree(weights_dir)
+            if cfg.stage == "sharpener":
+                copy_weights_folder(cfg.weights, weights_dir)  # the frozen core, LCM and the other files
+            export_task_files(weights_dir, state, self.scalings, cfg.tasks, cfg.stage, meta)
+            copy_prompt_embeds(cfg.prompt_embeds_dir, weights_dir)
+            if base_dir is not None:
+                export_base_model(cfg.base_model, base_dir, self.transformer_config, state)
+            log.info("exported %s%s", weights_dir, f" and {base_dir}" if base_dir else "")
+        acc.wait_for_everyone()
+        return weights_dir, base_dir
+
+
+# ----------------------------------------------------------------------------- helpers
+def _predict(engine, sample, tasks, sharpen_steps):
+    """Validation forward: the engine's own ``predict`` on one held-out frame."""
+    return engine.predict(sample.rgb, tasks=tasks, sharpen_steps=sharpen_steps)[0]
+
+
+def _val_images(sample, pred, tasks, i: int) -> dict[str, np.ndarray]:
+    out = {}
+    for task in tasks:
+        if task == "depth" and sample.depth_m is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gt = colorize_disparity(1.0 / sample.depth_m)
+            out[f"{i:02d}_depth"] = np.concatenate([sample.rgb, colorize_disparity(pred.disparity), gt], axis=1)
+        elif task == "normal" and sample.normals is not None:
+            out[f"{i:02d}_normal"] = np.concatenate(
+                [sample.rgb, colorize_normals(pred.normals), colorize_normals(sample.normals)], axis=1)
+    return out
+
+
+def _allow_new_precision(mixed_precision: str) -> None:
+    """accelerate keeps one precision per process; a library user (tests, notebooks) may run
+    several trainers with different ones. Forget the old setting (the process group stays)."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") not in (None, mixed_precision):
+        AcceleratorState._reset_state()
+
+
+def _flat_hparams(cfg: TrainConfig) -> dict:
+    flat = {}
+    for k, v in json.loads(cfg.to_json()).items():
+        flat[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+    return flat
+
+
+def _tensorboard_or_none():
+    try:
+        import tensorboard  # noqa: F401
+
+        return "tensorboard"
+    except ImportError:
+        log.warning("tensorboard is not installed: no TensorBoard logs (metrics.jsonl is still written)")
+        return None
+
+
+def steps_per_second(result: RunResult) -> float:
+    return result.step / result.seconds if result.seconds > 0 else math.nan

@@ -1,0 +1,134 @@
+"""The training objectives: flow-time sampling, the sharpener's straight flow on a toy case with a
+known exact solution, and the tie between the trained velocity and the engine's Euler sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lotus2_ros.model.latents import FlowSchedule
+from lotus2_ros.train.objectives import (
+    flow_point,
+    latent_weight,
+    sample_sigmas,
+    sharpener_loss,
+    shift_sigmas,
+    weighted_mse,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute:UserWarning")
+
+
+def euler(x: torch.Tensor, velocity, sigmas: np.ndarray) -> torch.Tensor:
+    """The engine's integration rule: x ← x + (σ_{i+1} − σ_i)·v(x, σ_i), σ from 1 to 0."""
+    for s0, s1 in zip(sigmas[:-1], sigmas[1:]):
+        x = x + float(s1 - s0) * velocity(x, torch.full((x.shape[0],), float(s0)))
+    return x
+
+
+def test_shifted_sigmas_are_the_family_of_the_inference_grid():
+    sched = FlowSchedule()
+    for seq_len in (64, 1024, 4096):
+        grid = sched.sigmas(7, seq_len)[:-1]
+        u = torch.from_numpy(np.linspace(1.0, 1.0 / 7, 7))
+        np.testing.assert_allclose(shift_sigmas(u, sched, seq_len).numpy(), grid, rtol=1e-6)
+    static = FlowSchedule(use_dynamic_shifting=False, shift=3.0)
+    np.testing.assert_allclose(shift_sigmas(torch.tensor([0.5]), static, 1).numpy(), [0.75])
+
+
+def test_sigma_sampling_modes():
+    sched = FlowSchedule()
+    gen = torch.Generator().manual_seed(0)
+    s = sample_sigmas(sched, 256, 10000, gen)
+    assert s.min() > 0 and s.max() <= 1
+    # with mu(256) = 0.5 the shift pushes times up: median e^.5/(e^.5+1) ≈ 0.62 instead of 0.5
+    assert float(s.median()) == pytest.approx(np.exp(0.5) / (np.exp(0.5) + 1), abs=0.02)
+    g = sample_sigmas(sched, 256, 500, gen, mode="grid", grid_steps=4)
+    assert set(np.round(g.numpy(), 6)) == set(np.round(sched.sigmas(4, 256)[:-1], 6))
+    with pytest.raises(ValueError, match="sigma sampling"):
+        sample_sigmas(sched, 256, 1, gen, mode="uniform")
+
+
+def test_exact_velocity_has_zero_loss_and_euler_lands_on_the_fine_latent_for_any_step_count():
+    gen = torch.Generator().manual_seed(0)
+    coarse, fine = torch.randn(3, 4, 6, 8, generator=gen), torch.randn(3, 4, 6, 8, generator=gen)
+    sigma = torch.tensor([0.1, 0.5, 0.9])
+    x, v = flow_point(coarse, fine, sigma)
+    torch.testing.assert_close(x[1], 0.5 * coarse[1] + 0.5 * fine[1])
+    assert sharpener_loss(lambda *_: v, coarse, fine, sigma).item() == 0.0
+    # Along the straight path the velocity is constant, so Euler is exact on any grid.
+    oracle = lambda z, s: coarse - fine
+    for n in (1, 3, 10):
+        torch.testing.assert_close(euler(coarse, oracle, FlowSchedule().sigmas(n, 12)), fine, atol=1e-5, rtol=0)
+
+
+class ScaleByTime(torch.nn.Module):
+    """v(z, σ) = z · g(σ), g a small MLP: can represent the toy's exact flow."""
+
+    def __init__(self):
+        super().__init__()
+        self.g = torch.nn.Sequential(torch.nn.Linear(1, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+
+    def forward(self, z, sigma):
+        return z * self.g(sigma.view(-1, 1)).view(-1, *([1] * (z.ndim - 1)))
+
+
+def test_toy_sharpener_learns_the_known_flow_and_its_euler_steps_move_coarse_to_fine():
+    # Toy: the fine latent is half the coarse one. On the path z_σ = c·(1+σ)/2 the exact
+    # velocity is c/2 = z_σ / (1 + σ), i.e. g*(σ) = 1 / (1 + σ).
+    torch.manual_seed(0)
+    sched = FlowSchedule()
+    model = ScaleByTime()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    lr = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 1500)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(1500):
+        coarse = torch.randn(16, 4, 4, 4, generator=gen)
+        sigma = sample_sigmas(sched, 16, 16, gen)
+        loss = sharpener_loss(model, coarse, 0.5 * coarse, sigma)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        lr.step()
+    s = torch.linspace(0.25, 1.0, 16)  # where the shifted schedule puts its mass
+    with torch.no_grad():
+        g = model.g(s.view(-1, 1)).view(-1)
+        np.testing.assert_allclose(g.numpy(), (1 / (1 + s)).numpy(), atol=0.02)
+        coarse = torch.randn(2, 4, 4, 4, generator=gen)
+        for n in (2, 10):
+            fine = euler(coarse, model, sched.sigmas(n, 16))
+            torch.testing.assert_close(fine, 0.5 * coarse, atol=0.03 * coarse.abs().max().item(), rtol=0)
+        untrained = euler(coarse, ScaleByTime(), sched.sigmas(10, 16))
+        assert (untrained - 0.5 * coarse).abs().mean() > 5 * (euler(coarse, model, sched.sigmas(10, 16)) - 0.5 * coarse).abs().mean()
+
+
+def test_engine_velocity_is_what_each_sharpener_step_integrates(tiny_engine):
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 16, 6, 8, generator=gen)
+    sigmas = tiny_engine.schedule.sigmas(3, 12)
+    with torch.no_grad():
+        stepped = next(iter(tiny_engine.iter_sharpen(latents, "depth", 3)))
+        v = tiny_engine.velocity(latents, "depth", float(sigmas[0]))
+    torch.testing.assert_close(stepped, latents + float(sigmas[1] - sigmas[0]) * v, atol=1e-6, rtol=0)
+
+
+def test_activating_an_adapter_never_changes_what_trains(tiny_engine):
+    flags = {n: p.requires_grad for n, p in tiny_engine.transformer.named_parameters()}
+    with torch.no_grad():
+        tiny_engine.velocity(torch.zeros(1, 16, 2, 2), "normal", 0.5)
+        tiny_engine.core(torch.zeros(1, 16, 2, 2), "depth")
+    assert flags == {n: p.requires_grad for n, p in tiny_engine.transformer.named_parameters()}
+    assert not any(flags.values())  # the engine's adapters are frozen
+
+
+def test_weighted_mse_ignores_zero_weight_pixels_and_latent_weight_averages_blocks():
+    pred, target = torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2)
+    target[..., 0, 0] = 100.0
+    w = torch.ones(1, 1, 2, 2)
+    w[..., 0, 0] = 0
+    assert weighted_mse(pred, target, w).item() == pytest.approx(1.0)
+    assert weighted_mse(pred, target, torch.zeros(1, 1, 2, 2)).item() == 0.0
+    px = torch.zeros(1, 1, 16, 16)
+    px[..., :8, :4] = 1
+    torch.testing.assert_close(latent_weight(px, 8), torch.tensor([[[[0.5, 0.0], [0.0, 0.0]]]]))
