@@ -167,6 +167,12 @@ def _run(args: argparse.Namespace, stage: str) -> int:
     except (FileNotFoundError, ValueError, WeightsError) as err:
         log.error("%s", err)
         return 2
+    if result.stopped_by is not None:
+        if result.main_process:
+            print(f"stopped at step {result.step}; continue with the same command plus --resume latest")
+        return 128 + result.stopped_by if result.stopped_by > 0 else 1
+    if not result.main_process:
+        return 0
     base = result.export_base_model or cfg.base_model
     steps = "0" if stage == "core" else "10"
     tasks = " ".join(f"--task {t}" for t in cfg.tasks)

@@ -78,7 +78,7 @@ def build_base_model(out_dir: Path, *, transformer_config: dict = DEMO_TRANSFORM
         report["vae"] = f"copied from {Path(pretrained_vae).name}"
     else:
         pool = synthetic_image_pool(vae_train)
-        losses = train_autoencoder(vae, vae_train, pool, progress=progress)
+        losses = train_autoencoder(vae, vae_train, pool, progress=progress, checkpoint=out_dir / "vae_checkpoint.pt")
         vae.save_pretrained(folders.base_model / "vae")
         report = {"vae_train": asdict(vae_train), "vae_final_loss": float(sum(losses[-50:]) / len(losses[-50:])),
                   "vae_reconstruction_mae": reconstruction_error(vae, pool),

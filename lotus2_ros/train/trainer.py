@@ -22,6 +22,8 @@ import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -71,6 +73,8 @@ class RunResult:
     export_weights: Path | None = None
     export_base_model: Path | None = None
     seconds: float = 0.0
+    stopped_by: int | None = None  # the signal that stopped the run early (checkpoint saved, no export)
+    main_process: bool = True  # False on the other ranks of a distributed run
 
 
 class Trainer:
@@ -322,7 +326,7 @@ class Trainer:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(cfg.to_json() + "\n")
         acc.init_trackers(f"lotus2_{cfg.stage}", config=_flat_hparams(cfg))
-        result = RunResult(step=step)
+        result = RunResult(step=step, main_process=acc.is_main_process)
         stream = BatchStream(self.datasets, [s.prob for s in cfg.data], cfg.batch_size, cfg.tasks, cfg.seed,
                              start=step * cfg.grad_accum, rank=acc.process_index, world_size=acc.num_processes)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
@@ -335,6 +339,8 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.stage}", unit="step",
                    disable=not (cfg.progress and acc.is_local_main_process))
         pending: list[dict[str, float]] = []
+        self._stop_signal = None
+        previous_handlers = self._install_stop_handlers()
         try:
             if step < cfg.max_steps:
                 for batch in loader:
@@ -366,23 +372,54 @@ class Trainer:
                         self._log({f"val/{k}": v for k, v in metrics.items()}, step)
                         if acc.is_main_process:
                             log.info("step %d validation: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                    if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps):
+                    saved = cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps)
+                    if saved:
                         self.save_checkpoint(step)
+                    if self._stop_requested():
+                        if not saved:
+                            self.save_checkpoint(step)
+                        log.warning("stopped by signal %s at step %d: checkpoint saved, resume with --resume latest",
+                                    self._stop_signal, step)
+                        result.step, result.stopped_by = step, self._stop_signal or -1
+                        return result
                     if step >= cfg.max_steps:
                         break
-        except KeyboardInterrupt:
-            if step > 0:
-                log.warning("interrupted: saving a checkpoint at step %d (resume with --resume latest)", step)
-                self.save_checkpoint(step)
-            raise
         finally:
             bar.close()
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
         result.step = step
         acc.wait_for_everyone()
         result.export_weights, result.export_base_model = self.export(out / "export")
         acc.end_training()
         result.seconds = time.perf_counter() - t0
         return result
+
+    def _install_stop_handlers(self) -> dict:
+        """SIGINT/SIGTERM (Ctrl-C, cluster preemption) finish the current step, save a checkpoint and
+        stop; a second signal aborts at once. Only possible from the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:
+                signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            log.warning("%s received: finishing this step, then saving a checkpoint (again: abort now)",
+                        signal.Signals(signum).name)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def _stop_requested(self) -> bool:
+        """Whether any process was asked to stop (all processes agree, so they stop at the same step)."""
+        flag = torch.tensor(0.0 if self._stop_signal is None else 1.0, device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        return bool(flag.item() > 0)
 
     def _reduce(self, pending: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Mean over the micro-batches of this step and over processes."""

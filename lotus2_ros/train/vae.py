@@ -13,8 +13,10 @@ latents.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,8 +55,13 @@ def synthetic_image_pool(cfg: VaeTrainConfig) -> np.ndarray:
     return np.stack(images).astype(np.float32)
 
 
-def train_autoencoder(vae, cfg: VaeTrainConfig, pool: np.ndarray | None = None, progress: bool = True) -> list[float]:
-    """Train ``vae`` in place on random crops of the pool; sets its shift/scale factors; returns losses."""
+def train_autoencoder(vae, cfg: VaeTrainConfig, pool: np.ndarray | None = None, progress: bool = True,
+                      checkpoint: Path | None = None, checkpoint_every: int = 250) -> list[float]:
+    """Train ``vae`` in place on random crops of the pool; sets its shift/scale factors; returns losses.
+
+    With ``checkpoint`` (a file path), the weights, optimizer, schedule, RNG states and losses are
+    saved every ``checkpoint_every`` steps and an existing file is resumed from, exactly.
+    """
     from tqdm.auto import tqdm
 
     pool = synthetic_image_pool(cfg) if pool is None else pool
@@ -62,12 +69,22 @@ def train_autoencoder(vae, cfg: VaeTrainConfig, pool: np.ndarray | None = None, 
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.learning_rate * 0.05)
+    losses: list[float] = []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own file
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        gen.set_state(state["torch_rng"])
+        losses = list(state["losses"])
+        log.info("VAE: resumed from %s at step %d", checkpoint, len(losses))
     vae.train()
-    losses = []
     _, _, H, W = pool.shape
     c = min(cfg.crop_px, H, W)
     t0 = time.perf_counter()
-    for _ in tqdm(range(cfg.steps), desc="train VAE", disable=not progress, unit="step"):
+    for step in tqdm(range(len(losses), cfg.steps), desc="train VAE", disable=not progress, unit="step",
+                     initial=len(losses), total=cfg.steps):
         idx = rng.integers(len(pool), size=cfg.batch_size)
         ys, xs = rng.integers(H - c + 1, size=cfg.batch_size), rng.integers(W - c + 1, size=cfg.batch_size)
         x = torch.from_numpy(np.stack([pool[i, :, y:y + c, x_:x_ + c] for i, y, x_ in zip(idx, ys, xs)]))
@@ -81,9 +98,15 @@ def train_autoencoder(vae, cfg: VaeTrainConfig, pool: np.ndarray | None = None, 
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps):
+            tmp = Path(str(checkpoint) + ".tmp")
+            torch.save({"vae": vae.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state(), "losses": losses}, tmp)
+            os.replace(tmp, checkpoint)
     vae.eval()
     set_latent_normalisation(vae, pool)
-    log.info("VAE: %d steps in %.0f s, final loss %.4f", cfg.steps, time.perf_counter() - t0, np.mean(losses[-50:]))
+    log.info("VAE: %d steps (%.0f s in this run), final loss %.4f", cfg.steps, time.perf_counter() - t0,
+             np.mean(losses[-50:]))
     return losses
 
 

@@ -43,3 +43,23 @@ def test_a_safetensors_file_whose_header_length_starts_with_0x80_is_not_taken_fo
     else:
         pytest.skip("no header length with a 0x80 first byte found")
     assert len(read_state_dict(path)) == n
+
+
+@pytest.mark.parametrize("name", ["multi_gpu", "multi_node", "fsdp_flux"])
+def test_shipped_accelerate_configs_are_valid(name):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    import lotus2_ros
+
+    path = Path(lotus2_ros.__file__).parent / "train" / "accelerate" / f"{name}.yaml"
+    config = load_config_from_file(str(path))
+    assert config.mixed_precision == "bf16" and config.num_processes >= 8
+    if name == "fsdp_flux":
+        assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(",") == [
+            "FluxTransformerBlock", "FluxSingleTransformerBlock"]
+        from diffusers.models.transformers import transformer_flux
+
+        for cls in config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
+            assert hasattr(transformer_flux, cls)  # the block classes the FLUX transformer is made of

@@ -181,3 +181,56 @@ def test_gradient_checkpointing_gives_the_same_steps_and_bf16_trains(trained_bas
     bf16 = Trainer(replace(cfg, output_dir=tmp_path / "bf16", mixed_precision="bf16", base_dtype="bf16")).run()
     assert all(np.isfinite(x) for _, x in bf16.losses)
     assert bf16.losses[0][1] == pytest.approx(plain[0][1], rel=0.1)  # same data, bf16 rounding only
+
+
+def test_sigterm_finishes_the_step_saves_a_checkpoint_and_resuming_completes_the_run(trained_base, tmp_path):
+    import os
+    import signal
+
+    cfg = _config(trained_base, tmp_path / "run", max_steps=5, tasks=("depth",))
+    full = Trainer(replace(cfg, output_dir=tmp_path / "full")).run().losses
+    trainer = Trainer(cfg)
+    original = trainer._reduce
+
+    def reduce_and_preempt(pending):  # the scheduler preempts the job during step 2
+        if not trainer._stop_signal and len(full) and trainer.accelerator.step >= 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(pending)
+
+    trainer._reduce = reduce_and_preempt
+    before = signal.getsignal(signal.SIGTERM)
+    stopped = trainer.run()
+    assert stopped.stopped_by == signal.SIGTERM and stopped.step == 2 and stopped.export_weights is None
+    assert signal.getsignal(signal.SIGTERM) == before  # the trainer's handler is gone again
+    resumed = Trainer(cfg).run(resume="latest")
+    assert stopped.losses + resumed.losses == full
+
+
+@pytest.mark.slow
+def test_two_data_parallel_processes_train_checkpoint_and_export(trained_base, tmp_path):
+    """The distributed code path (DDP over gloo on the CPU, as accelerate runs it under torchrun)."""
+    import os
+    import subprocess
+    import sys
+
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port),
+           "-m", "lotus2_ros.cli.main", "train-core", "--base-model", str(trained_base.base_model),
+           "--prompt-embeds", str(trained_base.prompt), "--task", "depth", "--lora-rank", "4", "--max-steps", "2",
+           "--batch-size", "1", "--num-workers", "0", "--synthetic-size", "64x48", "--validate-every", "2",
+           "--val-samples", "1", "--checkpoint-every", "1", "--log-every", "1", "--no-progress", "--cpu", "-o", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "train/loss" in x] == [1, 2]  # written once, by the main process
+    ckpt = out / "checkpoints" / "step_00000002"
+    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
+    assert TaskWeightFiles.in_folder(out / "export" / "weights", "depth").core_predictor.is_file()
