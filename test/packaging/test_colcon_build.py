@@ -83,15 +83,16 @@ class ColconBuild:
         return (self.prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
                 / "site-packages")
 
-    def run_python(self, code: str, tmp_path: Path) -> dict:
+    def run_python(self, code: str, tmp_path: Path, timeout_s: float = 120, env_extra: dict | None = None) -> dict:
         """Run ``code`` in a fresh interpreter with the install tree sourced; its JSON output."""
         script = tmp_path / "probe.py"
         script.write_text(textwrap.dedent(code), encoding="utf-8")
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
+        env.update(env_extra or {})
         cmd = f'. "{self.install}/setup.sh" && exec "{sys.executable}" "{script}"'
         proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=timeout_s)
         assert proc.returncode == 0, f"probe failed:\n{proc.stdout}\n{proc.stderr}"
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -250,3 +251,94 @@ def test_installed_python_package_is_the_source_package_plus_msg(colcon_build, t
     # Files added or edited in the source while the build ran are not "generated" either.
     generated = set(installed) - set(_source_snapshot())
     assert generated and all(name.startswith("msg/") for name in generated), sorted(generated)
+
+
+def test_installed_node_publishes_scale_fit_over_dds(colcon_build, tiny_model, tmp_path):
+    """~/scale_fit needs the generated message type, so it exists only in a colcon install: run the
+    installed perception_node launcher, feed it a frame, then the same image with a depth reference
+    that is an exact affine transform (s=2, t=0.1) of the disparity it published for that image."""
+    launcher = colcon_build.prefix / "lib" / PACKAGE / "perception_node"
+    result = colcon_build.run_python(f"""
+        import json, subprocess, time
+        import numpy as np
+        import rclpy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+        from lotus2_ros.msg import ScaleFit
+        from lotus2_ros.geometry import PinholeCamera
+        from lotus2_ros.io import build_camera_info, build_header, build_image, image_msg_to_array
+        from lotus2_ros.ros.msg_types import RclpyTypes
+        from lotus2_ros.synthetic import make_indoor_scene, render_sequence
+
+        params = dict(base_model="{tiny_model.base_model}", weights="{tiny_model.weights}", device="cpu",
+                      dtype="fp32", qos_reliability="reliable", sharpen_rate_hz=0.0, torch_threads=1,
+                      metric_source="depth_image", metric_max_offset_ms=1.0, lidar_edge_window_px=0,
+                      min_depth_m=0.01, max_depth_m=1000.0)
+        args = ["{launcher}", "--ros-args", "-r", "__ns:=/sf"]
+        for k, v in params.items():
+            args += ["-p", f"{{k}}:={{v}}"]
+        node_proc = subprocess.Popen(args, stdout=open("node.log", "w"), stderr=subprocess.STDOUT)
+        rclpy.init()
+        probe = rclpy.create_node("scale_fit_probe")
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        types = RclpyTypes()
+        got = {{"disparity": [], "scale_fit": [], "depth/image": []}}
+        base = "/sf/lotus2_perception/"
+        probe.create_subscription(Image, base + "disparity", got["disparity"].append, qos)
+        probe.create_subscription(Image, base + "depth/image", got["depth/image"].append, qos)
+        probe.create_subscription(ScaleFit, base + "scale_fit", got["scale_fit"].append, qos)
+        image_pub = probe.create_publisher(Image, "/sf/image", qos)
+        info_pub = probe.create_publisher(CameraInfo, "/sf/camera_info", qos)
+        ref_pub = probe.create_publisher(Image, "/sf/depth_ref/image", qos)
+        camera = PinholeCamera.from_fov(64, 48, hfov_deg=70.0)
+        rgb = next(iter(render_sequence(make_indoor_scene(seed=0), camera, num_frames=1))).rgb
+
+        def stamp_of(m):
+            return m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+
+        def send_until(topic, reference=None, timeout_s=120.0):
+            stamp = probe.get_clock().now().nanoseconds
+            header = build_header(types, stamp, "cam_optical")
+            deadline = time.monotonic() + timeout_s
+            sent_at = -1e9
+            while time.monotonic() < deadline and node_proc.poll() is None:
+                if time.monotonic() - sent_at > 5.0:  # until the node has discovered us
+                    info_pub.publish(build_camera_info(types, header, camera))
+                    if reference is not None:
+                        ref_pub.publish(build_image(types, header, reference, "32FC1"))
+                        time.sleep(0.05)
+                    image_pub.publish(build_image(types, header, rgb, "rgb8"))
+                    sent_at = time.monotonic()
+                rclpy.spin_once(probe, timeout_sec=0.1)
+                hits = [m for m in got[topic] if stamp_of(m) == stamp]
+                if hits:
+                    return stamp, hits[0]
+            raise SystemExit("no " + topic + " for the frame; node log:\\n" + open("node.log").read()[-3000:])
+
+        try:
+            _, disparity_msg = send_until("disparity")
+            disparity = image_msg_to_array(disparity_msg).astype(np.float64)
+            reference = (1.0 / (2.0 * disparity + 0.1)).astype(np.float32)
+            stamp, fit = send_until("scale_fit", reference)
+            end = time.monotonic() + 10
+            while time.monotonic() < end and not any(stamp_of(m) == stamp for m in got["depth/image"]):
+                rclpy.spin_once(probe, timeout_sec=0.1)
+            depth = [image_msg_to_array(m) for m in got["depth/image"] if stamp_of(m) == stamp]
+            print(json.dumps(dict(
+                stamp_equal=stamp_of(fit) == stamp, frame_id=fit.header.frame_id, scale=fit.scale, shift=fit.shift,
+                fit_space=fit.fit_space, num_points=fit.num_points, num_inliers=fit.num_inliers, rmse_m=fit.rmse_m,
+                abs_rel=fit.abs_rel, valid=fit.valid, pixels=int(reference.size),
+                depth_max_rel_err=float(np.nanmax(np.abs(depth[0] / reference - 1))) if depth else None)))
+        finally:
+            node_proc.terminate()
+            node_proc.wait(30)
+            probe.destroy_node()
+            rclpy.shutdown()
+    """, tmp_path, timeout_s=420, env_extra={"ROS_DOMAIN_ID": str(110 + os.getpid() % 100),
+                                               "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
+    assert result["stamp_equal"] and result["frame_id"] == "cam_optical" and result["valid"]
+    assert result["fit_space"] == "disparity"
+    assert result["scale"] == pytest.approx(2.0, rel=1e-3) and result["shift"] == pytest.approx(0.1, abs=1e-3)
+    assert 30 <= result["num_inliers"] <= result["num_points"] <= result["pixels"]
+    assert result["rmse_m"] < 1e-3 and result["abs_rel"] < 1e-3
+    assert result["depth_max_rel_err"] is not None and result["depth_max_rel_err"] < 1e-3
