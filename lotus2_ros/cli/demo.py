@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="scene and tiny-model seed")
     p.add_argument("--model", type=Path, default=None, metavar="DIR",
                    help="folder with base_model/ and weights/ (default: the tiny random model)")
+    p.add_argument("--process-res", type=int, default=None, metavar="R",
+                   help="cap on the long edge the model sees (default: the model's training size from "
+                        "MODEL/model.json when present, else 1024)")
     p.add_argument("--engine-only", action="store_true", help="run the engine alone (no ROS), with stage timings")
     p.add_argument("--seconds", type=float, default=30.0, help="ROS graph: recording time (default 30)")
     p.add_argument("--rate-hz", type=float, default=2.0, help="ROS graph: camera rate (default 2 Hz)")
@@ -65,15 +68,18 @@ def command(args: argparse.Namespace) -> int:
     if args.model is None and not (model_dir / "weights").is_dir():
         print(f"building the tiny model in {model_dir}")
         make_tiny_model(model_dir, seed=args.seed, force=True)
+    process_res = args.process_res or model_process_res(model_dir)
+    print(f"model {model_dir}: the model sees images with the long edge capped at {process_res} px")
     if not args.engine_only:
         from ..ros.demo_graph import run_graph
 
         return run_graph(model_dir, out / "graph", seconds=args.seconds, width=args.width, height=args.height,
                          rate_hz=args.rate_hz, device=args.device, dtype=args.dtype,
-                         sharpen_rate_hz=args.sharpen_rate_hz, metric=lidar_metric_params())
+                         sharpen_rate_hz=args.sharpen_rate_hz, metric=lidar_metric_params(), process_res=process_res)
     t0 = time.perf_counter()
     engine = Lotus2Engine.load(EngineConfig(model_dir / "base_model", model_dir / "weights",
-                                            tasks=("depth", "normal"), device=args.device, dtype=args.dtype))
+                                            tasks=("depth", "normal"), device=args.device, dtype=args.dtype,
+                                            process_res=process_res))
     load_s = time.perf_counter() - t0
 
     camera = PinholeCamera.from_fov(args.width, args.height, hfov_deg=70.0)
@@ -105,6 +111,19 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_process_res(model_dir: Path) -> int:
+    """The processing cap a model folder asks for (``model.json``: ``{"process_res": R}``), else 1024.
+
+    A small model trained at one resolution (the demo model: 160x128) is only meaningful near it.
+    """
+    import json
+
+    info = model_dir / "model.json"
+    if info.is_file():
+        return int(json.loads(info.read_text())["process_res"])
+    return 1024
+
+
 def lidar_metric_params() -> dict:
     """perception_node parameters that fit the prediction to the synthetic camera's LiDAR."""
     from ..synthetic import DEFAULT_T_CAMERA_LIDAR
@@ -117,7 +136,7 @@ def report(engine, per_stage: dict[str, list[float]], totals: list[float], args,
     med = {k: statistics.median(v) for k, v in per_stage.items()}
     steps = args.sharpen_steps
     lines = [
-        f"Lotus-2 engine demo: tiny random model, {args.width}x{args.height} synthetic frames "
+        f"Lotus-2 engine demo: {'model ' + str(args.model) if args.model else 'tiny random model'}, {args.width}x{args.height} synthetic frames "
         f"(processed at {args.height}x{args.width} or smaller), device {engine.device}, {args.dtype}, "
         f"depth + normal, {steps} sharpener step(s); median of {len(totals)} frames",
         f"  model load                {load_s * 1e3:9.1f} ms",

@@ -47,7 +47,7 @@ def start(subcommand: str, params: dict, log_path: Path) -> subprocess.Popen:
 
 
 def run_graph(model_dir: Path, out_dir: Path, *, seconds: float, width: int, height: int, rate_hz: float,
-              device: str, dtype: str, sharpen_rate_hz: float, metric: dict) -> int:
+              device: str, dtype: str, sharpen_rate_hz: float, metric: dict, process_res: int = 1024) -> int:
     """Run the demo graph; returns an exit code (0 if outputs came through)."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -57,10 +57,12 @@ def run_graph(model_dir: Path, out_dir: Path, *, seconds: float, width: int, hei
     os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 40))  # private, in the safe 0-101 range
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out_dir.mkdir(parents=True, exist_ok=True)
-    camera = start("synthetic-camera", dict(width=width, height=height, rate_hz=rate_hz, loop_frames=20),
+    camera = start("synthetic-camera", dict(width=width, height=height, rate_hz=rate_hz, loop_frames=20,
+                                            publish_ground_truth=True),
                    out_dir / "synthetic_camera.log")
     node = start("perception-node", dict(base_model=str(model_dir / "base_model"), weights=str(model_dir / "weights"),
                                          device=device, dtype=dtype, sharpen_rate_hz=sharpen_rate_hz,
+                                         process_res=process_res,
                                          sharpen_steps=2, diagnostics_period_s=1.0, torch_threads=1, **metric),
                  out_dir / "perception_node.log")
     rclpy.init()
@@ -82,6 +84,8 @@ def run_graph(model_dir: Path, out_dir: Path, *, seconds: float, width: int, hei
             name = prefix + topic
             rec.create_subscription(classes.get(name, CameraInfo if topic.endswith("camera_info") else Image),
                                     f"{NAMESPACE}/{NODE}/{name}", collect(name), qos)
+    for name in ("depth", "normals"):
+        rec.create_subscription(Image, f"{NAMESPACE}/ground_truth/{name}", collect(f"ground_truth/{name}"), qos)
     rec.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     code = 0
     try:
@@ -101,6 +105,7 @@ def run_graph(model_dir: Path, out_dir: Path, *, seconds: float, width: int, hei
         while time.monotonic() - t0 < seconds:
             rclpy.spin_once(rec, timeout_sec=0.1)
         print(summary(received, diagnostics, seconds, width, height, rate_hz))
+        print(accuracy(received))
         write_outputs(received, out_dir / "outputs")
         print(f"wrote the last message of each output to {out_dir / 'outputs'}")
     finally:
@@ -125,7 +130,7 @@ def summary(received: dict[str, list], diagnostics: list, seconds: float, width:
             rate_hz: float) -> str:
     lines = [f"perception_node on a {width}x{height} synthetic camera at {rate_hz} Hz, {seconds:.0f} s:",
              f"  {'topic':<28}{'messages':>9}{'rate Hz':>9}{'latency median ms':>19}{'max ms':>9}"]
-    for name in sorted(received):
+    for name in sorted(n for n in received if not n.startswith("ground_truth/")):
         msgs = received[name]
         lat = [(t - _stamp_ns(m)) / 1e6 for m, t in msgs]
         lines.append(f"  {name:<28}{len(msgs):>9}{len(msgs) / seconds:>9.2f}"
@@ -142,6 +147,54 @@ def summary(received: dict[str, list], diagnostics: list, seconds: float, width:
         if stages:
             lines.append("  node stage medians (ms): " + ", ".join(f"{k} {float(v):.0f}" for k, v in stages.items()))
     return "\n".join(lines)
+
+
+def accuracy(received: dict[str, list]) -> str:
+    """The published outputs against the synthetic camera's ground truth, frame by frame (same stamp).
+
+    Relative depth: AbsRel and δ1 after the evaluation protocol's least-squares alignment in
+    disparity space (the model's own quality). Metric depth: AbsRel of ``depth/image`` as
+    published, i.e. with the node's LiDAR fit, no alignment. Normals: mean angular error.
+    """
+    from ..train.metrics import angular_error_deg, depth_metrics
+
+    truth = {name: {_stamp_ns(m): image_msg_to_array(m) for m, _ in received.get(f"ground_truth/{name}", [])}
+             for name in ("depth", "normals")}
+    lines = ["accuracy against the synthetic ground truth (frames matched by stamp; mean over frames):"]
+    for prefix in ("", "refined/"):
+        rel, metric, normal = [], [], []
+        for m, _ in received.get(prefix + "disparity", []):
+            gt = truth["depth"].get(_stamp_ns(m))
+            if gt is not None:
+                valid = np.isfinite(gt) & (gt > 0)
+                rel.append(depth_metrics(image_msg_to_array(m), gt, valid, 0.01, 1000.0))
+        for m, _ in received.get(prefix + "depth/image", []):
+            gt = truth["depth"].get(_stamp_ns(m))
+            if gt is not None:
+                depth = image_msg_to_array(m)
+                both = np.isfinite(gt) & (gt > 0) & np.isfinite(depth)
+                if both.any():
+                    metric.append((float(np.mean(np.abs(depth[both] - gt[both]) / gt[both])), float(both.mean())))
+        for m, _ in received.get(prefix + "normals/image", []):
+            gt = truth["normals"].get(_stamp_ns(m))
+            if gt is not None:
+                valid = np.isfinite(gt).all(axis=-1)
+                normal.append(float(np.mean(angular_error_deg(image_msg_to_array(m)[valid], gt[valid]))))
+        kind = "refined" if prefix else "core"
+        parts = []
+        if rel:
+            parts.append(f"relative depth AbsRel {np.mean([r['abs_rel'] for r in rel]):.3f}, "
+                         f"δ1 {np.mean([r['delta1'] for r in rel]):.3f} ({len(rel)} frames)")
+        if metric:
+            parts.append(f"metric depth AbsRel {np.mean([a for a, _ in metric]):.3f} over "
+                         f"{100 * np.mean([c for _, c in metric]):.0f}% of pixels ({len(metric)} frames)")
+        elif rel:
+            parts.append("no metric depth published (no valid LiDAR fit)")
+        if normal:
+            parts.append(f"normals mean angular error {np.mean(normal):.1f}° ({len(normal)} frames)")
+        if parts:
+            lines.append(f"  {kind:<8}" + "; ".join(parts))
+    return "\n".join(lines) if len(lines) > 1 else lines[0] + " no frames matched"
 
 
 def write_outputs(received: dict[str, list], folder: Path) -> None:

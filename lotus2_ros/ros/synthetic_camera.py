@@ -2,7 +2,8 @@
 
 Published topics (relative, remappable): ``image`` (sensor_msgs/Image, rgb8 or bgr8),
 ``camera_info``, ``image/compressed`` (jpeg, if ``publish_compressed``), ``lidar/points``
-(PointCloud2 x y z in ``lidar_frame_id``, if ``publish_lidar``). All share the frame's stamp
+(PointCloud2 x y z in ``lidar_frame_id``, if ``publish_lidar``), ``ground_truth/depth`` and
+``ground_truth/normals`` (if ``publish_ground_truth``). All share the frame's stamp
 (the node clock at publishing). Parameters: :class:`~lotus2_ros.synthetic.stream.SyntheticCameraConfig`.
 The LiDAR → camera extrinsic is logged at start (no TF is published: tf2 is optional here).
 """
@@ -41,6 +42,8 @@ class SyntheticCameraNode(Node):
         self.compressed_pub = self.create_publisher(CompressedImage, "image/compressed", qos) \
             if cfg.publish_compressed else None
         self.lidar_pub = self.create_publisher(PointCloud2, "lidar/points", qos) if cfg.publish_lidar else None
+        self.truth_pubs = ({name: self.create_publisher(Image, f"ground_truth/{name}", qos) for name in ("depth", "normals")}
+                           if cfg.publish_ground_truth else {})
         self.count = 0
         self.create_timer(1.0 / cfg.rate_hz, self._publish)
         self.get_logger().info(
@@ -60,6 +63,10 @@ class SyntheticCameraNode(Node):
         if self.lidar_pub is not None and item.lidar is not None:
             lidar_header = build_header(self.types, stamp_ns, cfg.lidar_frame_id)
             self.lidar_pub.publish(build_pointcloud2(self.types, lidar_header, item.lidar.points_m[None]))
+        if self.truth_pubs:
+            self.truth_pubs["depth"].publish(build_image(self.types, header, item.frame.depth_m.astype(np.float32), "32FC1"))
+            self.truth_pubs["normals"].publish(build_image(self.types, header, item.frame.normals.astype(np.float32),
+                                                           "32FC3"))
         self.count += 1
 
 

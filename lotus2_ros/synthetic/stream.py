@@ -35,6 +35,8 @@ class SyntheticCameraConfig:
     lidar_beams: int = _f(32, "LiDAR beam count", read_only=True, range_=(1, 256))
     encoding: str = _f("rgb8", "encoding of 'image'", read_only=True, choices=("rgb8", "bgr8"))
     publish_compressed: bool = _f(False, "also publish image/compressed (jpeg)", read_only=True)
+    publish_ground_truth: bool = _f(False, "also publish ground_truth/depth (32FC1, m) and ground_truth/normals "
+                                    "(32FC3, optical frame) with the image's stamp", read_only=True)
     reliability: str = _f("reliable", "QoS reliability of the outputs", read_only=True,
                           choices=("reliable", "best_effort"))
 

@@ -110,5 +110,40 @@ def test_demo_runs_the_ros_graph_and_writes_every_output(tiny_model, tmp_path, c
                  "--height", "48", "--rate-hz", "3", "--sharpen-rate-hz", "2"]) == 0
     text = capsys.readouterr().out
     assert "disparity" in text and "node diagnostics" in text and "stage medians" in text
+    assert "accuracy against the synthetic ground truth" in text and "relative depth AbsRel" in text
+    assert "normals mean angular error" in text
     written = {p.name for p in (tmp_path / "demo" / "graph" / "outputs").iterdir()}
-    assert {"disparity.npy", "depth_colorized.png", "normals_image.npy", "normals_colorized.png"} <= written
+    assert {"disparity.npy", "depth_colorized.png", "normals_image.npy", "normals_colorized.png",
+            "ground_truth_depth.npy", "ground_truth_normals.npy"} <= written
+    gt = np.load(tmp_path / "demo" / "graph" / "outputs" / "ground_truth_depth.npy")
+    assert gt.shape == (48, 64) and np.nanmin(gt) > 0
+
+
+def test_demo_accuracy_compares_outputs_with_the_ground_truth_of_the_same_stamp():
+    from lotus2_ros.io import build_header, build_image, rosbags_types
+    from lotus2_ros.ros.demo_graph import accuracy
+
+    types = rosbags_types()
+    v, u = np.mgrid[0:24, 0:32]
+    gt = (1.0 + 0.05 * u + 0.02 * v).astype(np.float32)  # metres
+    gt_normals = np.zeros((24, 32, 3), np.float32)
+    gt_normals[..., 2] = -1.0
+    tilted = np.zeros_like(gt_normals)
+    tilted[..., 1], tilted[..., 2] = -np.sin(np.radians(10)), -np.cos(np.radians(10))
+
+    def msg(stamp, array, encoding):
+        return build_image(types, build_header(types, stamp, "cam"), array, encoding), 0
+
+    received = {
+        "ground_truth/depth": [msg(1, gt, "32FC1"), msg(2, gt, "32FC1")],
+        "ground_truth/normals": [msg(1, gt_normals, "32FC3")],
+        "disparity": [msg(1, (0.5 / gt + 0.2).astype(np.float32), "32FC1"),  # affine in disparity: exact
+                      msg(3, np.ones_like(gt), "32FC1")],  # no ground truth with that stamp: ignored
+        "depth/image": [msg(1, 1.1 * gt, "32FC1")],  # 10 % too far
+        "normals/image": [msg(1, tilted, "32FC3")],
+    }
+    text = accuracy(received)
+    assert "relative depth AbsRel 0.000, δ1 1.000 (1 frames)" in text
+    assert "metric depth AbsRel 0.100 over 100% of pixels (1 frames)" in text
+    assert "normals mean angular error 10.0° (1 frames)" in text
+    assert "refined" not in text
