@@ -23,6 +23,13 @@ def read_version() -> str:
 
 # Loose lower bounds. torch has no upper pin and no CUDA-only pin: install the torch build you
 # want first (scripts/setup_venv.py installs torch==2.13.0, CPU) and pip keeps it.
+# Optional: "train" adds the Hypersim reader (HDF5) and TensorBoard logging; `make venv`
+# installs both extras so every test runs.
+EXTRAS_REQUIRE = {
+    "test": ["pytest>=7"],
+    "train": ["h5py>=3.8", "tensorboard>=2.14"],
+}
+
 INSTALL_REQUIRES = [
     "torch>=2.1",
     "diffusers>=0.30",
@@ -50,7 +57,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["lotus2_ros", "lotus2_ros.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=7"]},
+    extras_require=EXTRAS_REQUIRE,
     # The .msg definitions, for registering the custom types without a ROS build (rosbags).
     data_files=[("share/lotus2_ros/msg", ["msg/ScaleFit.msg"])],
     entry_points={"console_scripts": ["lotus2 = lotus2_ros.cli.main:main"]},

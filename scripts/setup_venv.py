@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     # (setuptools' generic "Editable installation ... folders with the same name" notice is
     # expected here: the checkout *is* the package folder.)
     os.environ["PYTHONWARNINGS"] = "ignore:Editable installation"
-    pip_install(python, [f"{REPO}[test]"], "--no-build-isolation", "-e")
+    pip_install(python, [f"{REPO}[test,train]"], "--no-build-isolation", "-e")
 
     (venv / STAMP_NAME).write_text(json.dumps({
         "fingerprint": fingerprint,
