@@ -207,8 +207,9 @@ class InputBag:
         """Pick the topics of a run: the given ones (checked) or the only candidate of each type.
 
         Args:
-            image: Image or CompressedImage topic; None: the only one in the bag (a raw topic and
-                its ``…/compressed`` twin count as one, the raw one is used).
+            image: Image or CompressedImage topic; None: the only one in the bag other than
+                ``reference`` (a raw topic and its ``…/compressed`` twin count as one, the raw one
+                is used).
             camera_info: CameraInfo topic; None: the only one, or ``<image namespace>/camera_info``.
             reference: LiDAR / depth-reference topic; None: for ``metric_source: lidar`` the only
                 PointCloud2 topic.
@@ -221,7 +222,9 @@ class InputBag:
                 ambiguous or impossible (the message names the bag, the topic and the candidates).
         """
         types = self.topic_types()
-        image = self._pick(types, image, (IMAGE_TYPE, COMPRESSED_TYPE), "image", "--image-topic")
+        # A named depth reference is an Image too, but never the camera image.
+        candidates = {t: ty for t, ty in types.items() if t != reference} if image is None else types
+        image = self._pick(candidates, image, (IMAGE_TYPE, COMPRESSED_TYPE), "image", "--image-topic")
         compressed = types[image] == COMPRESSED_TYPE
         if camera_info is None:
             infos = [t for t, ty in types.items() if ty == CAMERA_INFO_TYPE]

@@ -45,6 +45,10 @@ def quaternion_from_matrix(R: np.ndarray) -> tuple[float, float, float, float]:
     return tuple(float(v) for v in q / np.linalg.norm(q))
 
 
+#: Topic of the optional sparse metric depth image (``depth_reference_stride_px``).
+DEPTH_REFERENCE_TOPIC = "/camera/depth/image"
+
+
 @dataclass
 class SyntheticBag:
     """What was written (ground truth for tests).
@@ -57,7 +61,8 @@ class SyntheticBag:
         lidar_points_m: Per LiDAR sweep, the ``[N,3]`` float32 points in the LiDAR frame.
         lidar_stamps_ns: Their header stamps.
         T_camera_lidar: The extrinsic ``/tf_static`` encodes.
-        topics: ``{role: topic}`` (``image``, ``camera_info``, ``lidar``, ``tf_static``, ``extra``).
+        topics: ``{role: topic}`` (``image``, ``camera_info``, ``lidar``, ``tf_static``, ``extra``,
+            ``depth_reference``).
     """
 
     path: Path
@@ -75,7 +80,8 @@ def write_synthetic_bag(path: Path, *, num_frames: int = 4, width: int = 128, he
                         lidar_model: LidarModel | None = None, tf_static: bool = True,
                         rate_hz: float = 10.0, start_ns: int = 1_700_000_000_000_000_000, seed: int = 0,
                         lidar_offset_ns: int = 4_000_000, latency_ns: int = 2_000_000,
-                        lidar_latency_ns: int = 150_000_000, extra_topic: bool = True) -> SyntheticBag:
+                        lidar_latency_ns: int = 150_000_000, extra_topic: bool = True,
+                        depth_reference_stride_px: int = 0) -> SyntheticBag:
     """Render an indoor sequence and write it as a ROS 2 bag.
 
     Args:
@@ -95,6 +101,9 @@ def write_synthetic_bag(path: Path, *, num_frames: int = 4, width: int = 128, he
         latency_ns: Bag time minus header stamp, camera topics.
         lidar_latency_ns: Bag time minus header stamp, LiDAR (larger: it arrives after later images).
         extra_topic: Also write an unrelated ``/notes`` (std_msgs/String) topic, to check copying.
+        depth_reference_stride_px: If > 0, also write a sparse metric depth image registered to the
+            camera on ``/camera/depth/image`` (32FC1 metres, REP-118 NaN = no return): the true depth
+            on every ``stride``-th row and column, as a stereo or RGB-D camera would give.
     """
     types = rosbags_types()
     ts = types.typestore
@@ -119,6 +128,11 @@ def write_synthetic_bag(path: Path, *, num_frames: int = 4, width: int = 128, he
         records.append((stamp + latency_ns + 1000, "/camera/camera_info", build_camera_info(types, header, camera)))
         result.stamps_ns.append(stamp)
         result.rgb.append(frame.rgb)
+        if depth_reference_stride_px > 0:
+            sparse = np.full(frame.depth_m.shape, np.nan, dtype=np.float32)
+            k = depth_reference_stride_px
+            sparse[::k, ::k] = frame.depth_m[::k, ::k]
+            records.append((stamp + latency_ns + 2000, DEPTH_REFERENCE_TOPIC, build_image(types, header, sparse, "32FC1")))
         if lidar:
             lstamp = stamp + lidar_offset_ns
             scan = simulate_lidar(scene, model, pose, rng=seed * 7919 + i)
@@ -143,6 +157,8 @@ def write_synthetic_bag(path: Path, *, num_frames: int = 4, width: int = 128, he
         result.topics["tf_static"] = "/tf_static"
     if lidar:
         result.topics["lidar"] = "/lidar/points"
+    if depth_reference_stride_px > 0:
+        result.topics["depth_reference"] = DEPTH_REFERENCE_TOPIC
     if extra_topic:
         result.topics["extra"] = "/notes"
 

@@ -65,8 +65,12 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-topic", metavar="T", help="Image or CompressedImage topic (default: the bag's only one)")
     p.add_argument("--camera-info-topic", metavar="T",
                    help="CameraInfo topic (default: the only one, or <image namespace>/camera_info)")
-    p.add_argument("--lidar-topic", metavar="T",
-                   help="PointCloud2 topic for metric depth (implies metric_source lidar if the config has none)")
+    reference = p.add_mutually_exclusive_group()
+    reference.add_argument("--lidar-topic", metavar="T",
+                           help="PointCloud2 topic for metric depth (implies metric_source lidar if the config has none)")
+    reference.add_argument("--depth-ref-topic", metavar="T",
+                           help="sparse metric depth Image registered to the camera (32FC1 m or 16UC1 mm, e.g. "
+                                "RGB-D or stereo) as the metric reference (sets metric_source depth_image)")
     p.add_argument("--sharpen-steps", type=_sharpen_steps, metavar="N",
                    help=f"detail-sharpener steps per frame, 0 (off) to {MAX_SHARPEN_STEPS} "
                         "(default: the config's sharpen_steps; every frame is sharpened offline)")
@@ -111,6 +115,8 @@ def build_config(args: argparse.Namespace, device: str | None = None) -> Percept
     if args.dtype is not None:
         overrides["dtype"] = args.dtype
     config = load_perception_config(args.config, **overrides) if args.config else PerceptionConfig(**overrides)
+    if args.depth_ref_topic is not None:
+        config = config.replace(metric_source="depth_image")
     if args.sharpen_steps is not None:
         n = args.sharpen_steps
         config = config.replace(sharpen_enabled=n > 0, sharpen_steps=n if n > 0 else config.sharpen_steps)
@@ -125,7 +131,7 @@ def options_for(args: argparse.Namespace, config: PerceptionConfig, input_bag: P
 
     return ProcessBagOptions(
         input_bag=input_bag, output_bag=output_bag, config=config, image_topic=args.image_topic,
-        camera_info_topic=args.camera_info_topic, reference_topic=args.lidar_topic,
+        camera_info_topic=args.camera_info_topic, reference_topic=args.lidar_topic or args.depth_ref_topic,
         sharpen_every=args.sharpen_every, write_core=not args.refined_only, storage=args.storage,
         copy_inputs=not args.no_copy_inputs, output_prefix=args.output_prefix or DEFAULT_OUTPUT_PREFIX,
         export_dir=export_dir, force=args.force, resume=args.resume,

@@ -132,3 +132,24 @@ def test_the_bag_package_imports_without_ros():
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_sparse_depth_image_in_the_bag_is_the_metric_reference_with_depth_ref_topic(tiny_model, tmp_path, config_file):
+    bag = write_synthetic_bag(tmp_path / "rgbd", num_frames=3, width=64, height=48, lidar=False, tf_static=False,
+                              extra_topic=False, depth_reference_stride_px=4)
+    out = tmp_path / "out"
+    argv = ["process-bag", str(bag.path), "-o", str(out), *_args(tiny_model, config_file),
+            "--depth-ref-topic", bag.topics["depth_reference"]]
+    assert main(argv) == 0
+    from bag_helpers import deserialize
+
+    fits = [deserialize(raw, msgtype) for topic, msgtype, _, raw in read_bag(out) if topic.endswith("/scale_fit")]
+    assert [f.header.stamp.sec * 10**9 + f.header.stamp.nanosec for f in fits] == bag.stamps_ns
+    reference_pixels = 12 * 16  # every 4th row and column of 48x64
+    for fit in fits:
+        assert fit.fit_space == "disparity" and 0 < fit.num_points <= reference_pixels
+        assert fit.num_inliers <= fit.num_points
+    # Both reference options at once are refused by the parser (exit 2), before any work.
+    with pytest.raises(SystemExit) as exc:
+        main(argv + ["--lidar-topic", "/lidar/points", "--force"])
+    assert exc.value.code == 2
