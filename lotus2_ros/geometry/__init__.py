@@ -19,7 +19,7 @@ from lotus2_ros.geometry.lidar_projection import (
     project_lidar_points,
     sample_disparity,
 )
-from lotus2_ros.geometry.normals import model_to_optical, normalize, optical_to_model
+from lotus2_ros.geometry.normals import model_to_optical, normalize, optical_to_model, planar_model_to_optical
 from lotus2_ros.geometry.scale_fit import (
     FitResult,
     ScaleFitConfig,
@@ -43,6 +43,7 @@ __all__ = [
     # normals.py
     "model_to_optical",
     "normalize",
+    "planar_model_to_optical",
     "optical_to_model",
     # lidar_projection.py
     "DisparitySamples",

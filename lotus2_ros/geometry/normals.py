@@ -19,23 +19,41 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(vectors, dtype=np.float32)
     if v.shape[-1:] != (3,):
         raise ValueError(f"vectors must have shape [..., 3], got {v.shape}")
-    # Per-component arithmetic instead of np.linalg.norm and a broadcast divide: the same float32
-    # operations in the same order (bit-identical), several times faster than reducing over and
-    # broadcasting along a length-3 axis. The result is C-contiguous whatever the input layout
-    # (decoded normals arrive channel-planar from torch), so copies into messages are memcpys.
-    x, y, z = v[..., 0], v[..., 1], v[..., 2]
-    sq = x * x
-    sq += y * y
-    sq += z * z
-    norm = np.sqrt(sq)  # [...]
+    # The result is C-contiguous whatever the input layout, so copies into messages are memcpys.
     out = np.empty(v.shape, dtype=np.float32)
+    # At least 2-D, so that the components are arrays (a single vector's would be 0-d scalars).
+    v2, out2 = (v, out) if v.ndim > 1 else (v[None], out[None])
+    _normalize_components((v2[..., 0], v2[..., 1], v2[..., 2]), (out2[..., 0], out2[..., 1], out2[..., 2]))
+    return out
+
+
+def _normalize_components(components: tuple[np.ndarray, np.ndarray, np.ndarray],
+                          out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Writes ``v / |v|`` per component (NaN where ``|v|`` is below ``MIN_NORM`` or not finite).
+
+    ``components`` and ``out`` are three same-shape float32 arrays each, of any strides (the
+    channels of an ``[..., 3]`` array, or contiguous channel planes). Per-component arithmetic
+    instead of ``np.linalg.norm`` and a broadcast divide: the same float32 operations in the same
+    order (``x*x + y*y + z*z``, sqrt, divide: bit-identical), several times faster than reducing
+    over and broadcasting along a length-3 axis.
+    """
+    x, y, z = components
+    sq = x * x
+    tmp = y * y
+    sq += tmp
+    np.multiply(z, z, out=tmp)
+    sq += tmp
+    norm = np.sqrt(sq, out=sq)  # [...]
+    # Every length valid (the usual case) <=> min >= MIN_NORM and max finite (min/max propagate
+    # NaN, which fails both tests): two fast reductions instead of building the mask.
+    all_valid = norm.size == 0 or bool(norm.min() >= MIN_NORM) and bool(norm.max() < np.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
         for c in range(3):
-            np.divide(v[..., c], norm, out=out[..., c])
-    bad = ~((norm >= MIN_NORM) & (norm < np.inf))  # NaN compares False
-    if bad.any():
-        out[bad] = np.nan
-    return out
+            np.divide(components[c], norm, out=out[c])
+    if not all_valid:
+        bad = ~((norm >= MIN_NORM) & (norm < np.inf))  # NaN compares False
+        for c in range(3):
+            out[c][bad] = np.nan
 
 
 def model_to_optical(unit_rgb: np.ndarray) -> np.ndarray:
@@ -46,6 +64,30 @@ def model_to_optical(unit_rgb: np.ndarray) -> np.ndarray:
     """
     u = np.asarray(unit_rgb, dtype=np.float32)
     return normalize(1.0 - 2.0 * u)  # −(2u − 1)
+
+
+def planar_model_to_optical(unit_planes: np.ndarray) -> np.ndarray:
+    """:func:`model_to_optical` for channel-planar input, as a decoder gives it (``[B,3,H,W]``).
+
+    Args:
+        unit_planes: ``[..., 3, H, W]`` decoded normal image in ``[0, 1]`` (model convention).
+
+    Returns:
+        ``float32`` ``[..., H, W, 3]`` C-contiguous unit vectors in the ROS optical frame, NaN
+        where the decoded vector has no direction: bit-identical to
+        ``model_to_optical(np.moveaxis(unit_planes, -3, -1))``.
+    """
+    u = np.asarray(unit_planes, dtype=np.float32)
+    if u.ndim < 3 or u.shape[-3] != 3:
+        raise ValueError(f"unit_planes must have shape [..., 3, H, W], got {u.shape}")
+    # 1 − 2u on whole contiguous planes, in place after the first pass (2u is exact, so −2u + 1
+    # rounds as 1 − 2u does); only the final divide writes the interleaved [..., H, W, 3] layout.
+    v = np.multiply(u, -2.0, dtype=np.float32)  # [..., 3, H, W], a fresh C-contiguous array
+    v += 1.0
+    out = np.empty((*u.shape[:-3], *u.shape[-2:], 3), dtype=np.float32)  # [..., H, W, 3]
+    _normalize_components((v[..., 0, :, :], v[..., 1, :, :], v[..., 2, :, :]),
+                          (out[..., 0], out[..., 1], out[..., 2]))
+    return out
 
 
 def optical_to_model(normals_optical: np.ndarray) -> np.ndarray:

@@ -409,9 +409,16 @@ def metric_depth_from_disparity(
     # stands for 1/0 so that an infinite inverse depth (depth 0) is refused too.
     lo = np.float32(1.0 / max_depth_m if math.isfinite(max_depth_m) else 0.0)
     hi = 1.0 / min_depth_m if min_depth_m > 0.0 else float(np.finfo(np.float32).max)
+    hi = np.float32(hi)
+    # Usually every pixel is valid: then the extremes are in range (and not NaN, which min/max
+    # propagate and which fails every comparison), and the mask passes can be skipped.
+    i_min, i_max = (inverse.min(), inverse.max()) if inverse.size else (hi, hi)
+    if (i_min > 0.0 if lo == 0.0 else i_min >= lo) and i_max <= hi:
+        with np.errstate(divide="ignore"):
+            return np.reciprocal(inverse, out=inverse)
     with np.errstate(invalid="ignore", divide="ignore"):
         invalid = inverse <= 0.0 if lo == 0.0 else inverse < lo
-        invalid |= inverse > np.float32(hi)  # NaN compares False and stays NaN below
+        invalid |= inverse > hi  # NaN compares False and stays NaN below
         depth = np.reciprocal(inverse, out=inverse)
     depth[invalid] = np.nan
     return depth

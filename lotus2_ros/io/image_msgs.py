@@ -275,8 +275,14 @@ def build_image(types: MessageTypes, header: Any, array: np.ndarray, encoding: s
         wanted = "[H,W]" if channels == 1 else f"[H,W,{channels}]"
         raise ValueError(f"array for encoding {encoding!r} must have shape {wanted}, got {arr.shape}")
     height, width = arr.shape[:2]
-    # A fresh little-endian copy: the message never aliases the caller's array.
-    pixels = np.array(arr, dtype=dtype.newbyteorder("<"), order="C", copy=True)
+    # The message never aliases the caller's array. The usual array (C order, little-endian)
+    # is copied once, straight into the field's storage; others are converted into a fresh
+    # little-endian array first, which the field may then keep.
+    le_dtype = dtype.newbyteorder("<")
+    if arr.flags.c_contiguous and arr.dtype == le_dtype:
+        data = types.copy_data(arr.view(np.uint8).reshape(-1))
+    else:
+        data = np.array(arr, dtype=le_dtype, order="C", copy=True).view(np.uint8).reshape(-1)
     return types.create(
         types.Image,
         header=copy_header(types, header),
@@ -285,7 +291,7 @@ def build_image(types: MessageTypes, header: Any, array: np.ndarray, encoding: s
         encoding=encoding,
         is_bigendian=0,
         step=width * dtype.itemsize * channels,
-        data=pixels.view(np.uint8).reshape(-1),
+        data=data,
     )
 
 

@@ -13,6 +13,9 @@ want, so every builder takes a *types provider*:
   ``array.array('B')`` as it is, so that provider's ``pack_data`` returns one and its ``create``
   avoids the constructor's extra copies.
 
+Large payloads go into the field's own storage with at most one copy: ``copy_data`` for an
+array the builder holds, ``new_data`` for a payload the builder writes itself.
+
 Builders pass every field as a keyword argument, which both families accept.
 """
 
@@ -64,7 +67,26 @@ class MessageTypes(Protocol):
         """Turns a fresh 1-D C-contiguous uint8 array into the value of a ``uint8[]`` field.
 
         The builders hand over arrays that nothing else references, so a provider may keep the
-        array itself instead of copying it.
+        array itself instead of copying it. A value from :meth:`copy_data` or :meth:`new_data`
+        is returned as it is.
+        """
+        ...
+
+    def copy_data(self, data: np.ndarray) -> Any:
+        """A ``uint8[]`` field value holding a copy of a 1-D C-contiguous uint8 array the caller keeps.
+
+        One copy in total, straight into the field's own storage (builders of messages that
+        carry an existing array, e.g. an image, need no intermediate copy of their own).
+        """
+        ...
+
+    def new_data(self, nbytes: int) -> tuple[Any, np.ndarray]:
+        """A ``uint8[]`` field value of ``nbytes`` bytes and a writable 1-D uint8 view of its storage.
+
+        For builders that assemble a payload (e.g. interleaved point records): they write it
+        through the view, with no intermediate array and no copy afterwards, and pass the value as
+        ``data`` to :meth:`create`. The initial contents are unspecified: write every byte. Drop
+        the view before the message leaves the builder.
         """
         ...
 
@@ -101,6 +123,17 @@ class RosbagsTypes:
     def pack_data(data: np.ndarray) -> np.ndarray:
         """rosbags wants a uint8 ndarray; the builders' arrays are fresh, so no copy."""
         return np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+
+    @staticmethod
+    def copy_data(data: np.ndarray) -> np.ndarray:
+        """A new uint8 ndarray with the bytes of ``data``."""
+        return np.array(data, dtype=np.uint8, order="C").reshape(-1)
+
+    @staticmethod
+    def new_data(nbytes: int) -> tuple[np.ndarray, np.ndarray]:
+        """An uninitialised uint8 ndarray, which is its own view."""
+        data = np.empty(int(nbytes), dtype=np.uint8)
+        return data, data
 
     @staticmethod
     def pack_float64(values: Sequence[float] | np.ndarray) -> np.ndarray:

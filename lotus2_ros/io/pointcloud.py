@@ -189,13 +189,17 @@ def _check_image_shaped(name: str, array: np.ndarray | None, shape: tuple[int, i
         raise ValueError(f"{name} must be uint8, got dtype {array.dtype}")
 
 
-def _interleave_cv2(points: np.ndarray, rgb: np.ndarray | None, normals: np.ndarray | None, slots: int) -> np.ndarray:
-    """Point records as a fresh ``[H,W,slots]`` float32 array with one ``cv2.merge``.
+def _interleave_cv2(points: np.ndarray, rgb: np.ndarray | None, normals: np.ndarray | None,
+                    cloud: np.ndarray) -> None:
+    """Writes the point records into ``cloud`` (``[H,W,slots]`` float32) with one ``cv2.mixChannels``.
 
-    ~3x faster than strided numpy writes at 640x480. Little-endian hosts only: the rgb slot is
-    built byte-wise (B, G, R, 0 = little-endian uint32 ``0x00RRGGBB``) and viewed as float32.
+    One pass over the records, several times faster than strided numpy writes at 640x480, and
+    straight into the message's storage. The padding slots are zero-filled by mixChannels
+    itself (source index -1), without reading a zero plane. Little-endian hosts only: the rgb
+    slot is built byte-wise (B, G, R, 0 = little-endian uint32 ``0x00RRGGBB``) and viewed as
+    float32.
     """
-    height, width = points.shape[:2]
+    slots = cloud.shape[2]
     planes = [np.ascontiguousarray(points, dtype=np.float32)]
     if rgb is not None:
         bgr0 = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)  # [H,W,4] uint8
@@ -204,13 +208,14 @@ def _interleave_cv2(points: np.ndarray, rgb: np.ndarray | None, normals: np.ndar
     if normals is not None:
         planes.append(np.ascontiguousarray(normals, dtype=np.float32))
     used = sum(plane.shape[2] for plane in planes)
-    if used < slots:
-        planes.append(np.zeros((height, width, slots - used), dtype=np.float32))
-    return cv2.merge(planes).reshape(height, width, slots)
+    # Source channels are numbered across the planes in order, so channel i goes to slot i.
+    from_to = [i for slot in range(slots) for i in (slot if slot < used else -1, slot)]
+    cv2.mixChannels(planes, [cloud], from_to)
 
 
 def _interleave_numpy(points: np.ndarray, rgb: np.ndarray | None, normals: np.ndarray | None, slots: int) -> np.ndarray:
-    """Same result as :func:`_interleave_cv2` on any host byte order (explicit ``<`` dtypes)."""
+    """A fresh ``[H,W,slots]`` cloud with the bytes :func:`_interleave_cv2` writes, on any host byte
+    order (explicit ``<`` dtypes)."""
     height, width = points.shape[:2]
     cloud = np.zeros((height, width, slots), dtype="<f4")  # [H,W,slots]
     cloud[..., 0:3] = points
@@ -259,10 +264,13 @@ def build_pointcloud2(
     slots = -(-len(names) * 4 // _ALIGN_BYTES) * _ALIGN_BYTES // 4
     point_step = slots * 4
 
+    # The records are written straight into the message's storage (no intermediate cloud).
+    data, buffer = types.new_data(height * width * point_step)
     if _LITTLE_ENDIAN_HOST:
-        cloud = _interleave_cv2(points, rgb, normals, slots)
+        _interleave_cv2(points, rgb, normals, buffer.view(np.float32).reshape(height, width, slots))
     else:
-        cloud = _interleave_numpy(points, rgb, normals, slots)
+        buffer[:] = _interleave_numpy(points, rgb, normals, slots).view(np.uint8).reshape(-1)
+    del buffer  # a live view would pin the storage (an rclpy array.array cannot be resized then)
     fields = [types.PointField(name=name, offset=4 * i, datatype=_FLOAT32, count=1) for i, name in enumerate(names)]
     return types.create(
         types.PointCloud2,
@@ -273,6 +281,6 @@ def build_pointcloud2(
         is_bigendian=False,
         point_step=point_step,
         row_step=point_step * width,
-        data=cloud.view(np.uint8).reshape(-1),
+        data=data,
         is_dense=False,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -37,13 +38,34 @@ def colorize_disparity(disparity: np.ndarray, lo: float | None = None, hi: float
         lo = lo_ if lo is None else lo
         hi = hi_ if hi is None else hi
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    idx = ((d if all_finite else np.where(finite, d, lo)) - lo) * scale  # float32
-    np.clip(idx, 0, 255, out=idx)
-    bgr = cv2.applyColorMap(idx.astype(np.uint8), cv2.COLORMAP_TURBO)
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    idx = _colormap_index(d if all_finite else np.where(finite, d, lo), lo, scale)  # float32
+    # Clipping to [0, 255] changes nothing when every index is already in [0, 256) (truncation
+    # then gives the same byte): value -> index is monotone (each rounded step is), so the extreme
+    # indices are those of the extreme values, computed as scalars with the same operations.
+    # Skips a full pass in the usual case (the default range).
+    ends = _colormap_index(np.array([d_min, d_max], np.float32), lo, scale) if all_finite else None
+    if ends is None or not (ends[0] >= 0.0 and ends[1] < 256.0):
+        np.clip(idx, 0, 255, out=idx)
+    # Turbo with an RGB-ordered table: the same look-up applyColorMap does, without the
+    # BGR -> RGB pass afterwards.
+    rgb = cv2.applyColorMap(idx.astype(np.uint8), _turbo_rgb_lut())
     if not all_finite:
         rgb[~finite] = 0
     return rgb
+
+
+def _colormap_index(values: np.ndarray, lo: float, scale: float) -> np.ndarray:
+    """``(values - lo) * scale`` as one new array (float32 for float32 values and Python-float bounds)."""
+    idx = values - lo
+    idx *= scale
+    return idx
+
+
+@lru_cache(maxsize=1)
+def _turbo_rgb_lut() -> np.ndarray:
+    """OpenCV's Turbo colour map as a ``[256,1,3]`` uint8 RGB table (taken from applyColorMap itself)."""
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), cv2.COLORMAP_TURBO)  # [256,1,3]
+    return np.ascontiguousarray(bgr[..., ::-1])
 
 
 def colorize_normals(normals_optical: np.ndarray) -> np.ndarray:
@@ -58,14 +80,19 @@ def colorize_normals(normals_optical: np.ndarray) -> np.ndarray:
     n = np.asarray(normals_optical, dtype=np.float32)
     if n.ndim != 3 or n.shape[-1] != 3:
         raise ValueError(f"normals_optical must have shape [H,W,3], got {n.shape}")
-    # (n_model + 1)/2 = (1 − n)/2, scaled and rounded half up, in place (bit-identical to
-    # optical_to_model(n) * 255 + 0.5 clipped); C order so the result is a plain RGB image.
-    x = np.subtract(1.0, n, order="C")
-    x /= 2.0
-    x *= 255.0
+    # (n_model + 1)/2 = (1 − n)/2, times 255, rounded half up. Halving 1 − n is exact (it is 0 or
+    # a normal float), so (1 − n) * 127.5 rounds the same real number as (1 − n)/2 * 255:
+    # bit-identical to optical_to_model(n) * 255 + 0.5 clipped to [0, 255] and truncated, with
+    # one pass less. C order so the result is a plain RGB image.
+    x = np.subtract(1.0, n, order="C", dtype=np.float32)
+    x *= 127.5
     x += 0.5
-    np.clip(x, 0, 255, out=x)
-    # A non-finite channel makes the channel sum non-finite: the exact mask only when needed.
-    if not np.isfinite(n[..., 0] + n[..., 1] + n[..., 2]).all():
-        x[~np.isfinite(n).all(axis=-1)] = 0.0
+    # Unit normals give values in [0.5, 255.5]: truncation alone is then exact (no clip), and a
+    # finite min and max show that no channel was NaN/Inf (they propagate NaN), so the per-pixel
+    # mask is only built when needed. Large finite inputs also take the exact slow path.
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if not (lo >= 0.0 and hi < 256.0):
+        np.clip(x, 0, 255, out=x)
+        if not np.isfinite(n).all():
+            x[~np.isfinite(n).all(axis=-1)] = 0.0
     return x.astype(np.uint8)

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..geometry.normals import model_to_optical
+from ..geometry.normals import planar_model_to_optical
 from ..prediction import Prediction
 from .latents import FlowSchedule, image_position_ids, pack_latents, text_position_ids, unpack_latents
 from .lcm import LocalContinuityModule
@@ -265,8 +265,10 @@ class Lotus2Engine:
     @staticmethod
     def to_normals(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
         """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` in the ROS optical frame."""
-        unit = resize_bilinear(decoded, out_hw).permute(0, 2, 3, 1).cpu().numpy()  # [B,H,W,3]
-        return model_to_optical(unit)
+        # The decoder's channel planes go in as they are: the arithmetic runs plane by plane on
+        # contiguous memory and only the final divide writes the interleaved [B,H,W,3] result.
+        unit = resize_bilinear(decoded, out_hw).cpu().numpy()  # [B,3,H,W]
+        return planar_model_to_optical(unit)  # [B,H,W,3]
 
     # ------------------------------------------------------------------ composite stages
     def check_request(self, tasks: tuple[str, ...], sharpen_steps: int) -> None:

@@ -110,8 +110,21 @@ class _FrameContext:
 
 
 @lru_cache(maxsize=8)
-def _rays(camera: PinholeCamera) -> np.ndarray:
-    return camera.pixel_rays()  # [H,W,3], z = 1
+def _ray_planes(camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y components of ``camera.pixel_rays()`` as contiguous ``[H,W]`` planes (z is 1)."""
+    rays = camera.pixel_rays()  # [H,W,3], z = 1
+    return np.ascontiguousarray(rays[..., 0]), np.ascontiguousarray(rays[..., 1])
+
+
+def _points_from_depth(camera: PinholeCamera, depth_m: np.ndarray) -> np.ndarray:
+    """``pixel_rays() * depth_m[..., None]``: ``[H,W,3]`` float32 points, NaN where the depth is NaN.
+
+    Products on contiguous planes and one interleaving merge, several times faster than strided
+    per-channel writes; z = 1 · depth is the depth itself (exact, NaN included).
+    """
+    ray_x, ray_y = _ray_planes(camera)
+    depth = np.ascontiguousarray(depth_m, dtype=np.float32)
+    return cv2.merge([ray_x * depth, ray_y * depth, depth])  # [H,W,3]
 
 
 class PerceptionPipeline:
@@ -212,12 +225,7 @@ class PerceptionPipeline:
                     out.depth_m = metric_depth_from_disparity(out.disparity, *st, cfg.min_depth_m, cfg.max_depth_m)
             if out.depth_m is not None and out.camera is not None and cfg.publish_points and want("points"):
                 with timer("points"):
-                    # Per-channel products (same values): broadcasting [H,W,1] along the length-3
-                    # axis is ~3x slower.
-                    rays = _rays(out.camera)  # [H,W,3], z = 1
-                    out.points_m = np.empty(rays.shape, dtype=np.float32)  # [H,W,3], NaN stays NaN
-                    for c in range(3):
-                        np.multiply(rays[..., c], out.depth_m, out=out.points_m[..., c])
+                    out.points_m = _points_from_depth(out.camera, out.depth_m)  # [H,W,3], NaN stays NaN
         out.timings_ms = dict(timer.timings_ms)
         return out
 

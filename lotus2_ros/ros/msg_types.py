@@ -15,6 +15,11 @@ How a numpy buffer gets into an rclpy ``uint8[]`` field fast (figures from
   without ``data`` and with ``check_fields=True`` where the distribution supports that argument
   (Jazzy and later), then assigns the packed array: one copy in total, which for a 640x480 cloud
   with normals (9.8 MB) saves two ~3 ms copies.
+* Builders that hold the payload in an array already (images) use :meth:`RclpyTypes.copy_data`:
+  the same single memcpy, straight from their array. Builders that assemble a payload (the
+  point cloud's interleaved records) write it through a numpy view of the final ``array.array``
+  from :meth:`RclpyTypes.new_data`: no intermediate array and no copy afterwards, only the
+  memset that sizes the array (for the 9.8 MB cloud, one pass instead of a full copy).
 * At publish time the C conversion reads the ``array.array`` through the buffer protocol.
 """
 
@@ -68,6 +73,8 @@ class RclpyTypes:
     def create(self, cls: Any, /, **fields: Any) -> Any:
         """``cls(**fields)`` with ``data`` (a fresh 1-D uint8 ndarray) stored with one copy.
 
+        ``data`` from :meth:`copy_data` or :meth:`new_data` is stored without another copy.
+
         With checks on, every field assignment is validated (cheap for the builders' scalar and
         header fields) and an ``array.array('B')`` is stored without a copy.
         """
@@ -78,11 +85,32 @@ class RclpyTypes:
         return msg
 
     @staticmethod
-    def pack_data(data: np.ndarray) -> array.array:
-        """A uint8 ndarray as ``array.array('B')`` (one memcpy), the setter's fast path."""
+    def pack_data(data: np.ndarray | array.array) -> array.array:
+        """A uint8 ndarray as ``array.array('B')`` (one memcpy), the setter's fast path.
+
+        An ``array.array('B')`` (from :meth:`copy_data` or :meth:`new_data`) is returned as it is.
+        """
+        if isinstance(data, array.array) and data.typecode == "B":
+            return data
+        return RclpyTypes.copy_data(np.ascontiguousarray(data, dtype=np.uint8))
+
+    @staticmethod
+    def copy_data(data: np.ndarray) -> array.array:
+        """``array.array('B')`` with a copy of a C-contiguous uint8 array's bytes (one memcpy)."""
         packed = array.array("B")
-        packed.frombytes(memoryview(np.ascontiguousarray(data, dtype=np.uint8)).cast("B"))
+        packed.frombytes(memoryview(data).cast("B"))
         return packed
+
+    @staticmethod
+    def new_data(nbytes: int) -> tuple[array.array, np.ndarray]:
+        """``array.array('B')`` of ``nbytes`` zeros and a writable numpy view of it.
+
+        Repeating a one-byte array is a single memset (the cheapest way to size an
+        ``array.array``; there is no uninitialised constructor). The view keeps the array from
+        being resized while it lives, so builders drop it before the message is used.
+        """
+        packed = array.array("B", b"\0") * int(nbytes)
+        return packed, np.frombuffer(packed, dtype=np.uint8)
 
     @staticmethod
     def pack_float64(values: Sequence[float] | np.ndarray) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lotus2_ros.geometry.normals import MIN_NORM, model_to_optical, normalize, optical_to_model
+from lotus2_ros.geometry.normals import MIN_NORM, model_to_optical, normalize, optical_to_model, planar_model_to_optical
 
 
 def _decode(n_model):
@@ -82,3 +82,67 @@ def test_nan_stays_nan_in_optical_to_model():
 def test_a_last_axis_other_than_3_is_rejected(func, shape):
     with pytest.raises(ValueError, match=r"\[\.\.\., 3\]"):
         func(np.zeros(shape, np.float32))
+
+
+# ----------------------------------------------------------------------------- exactness
+def _reference_normalize(v):
+    """The textbook form: float32 x*x + y*y + z*z, sqrt, divide; NaN where too short or not finite."""
+    v = np.asarray(v, np.float32)
+    norm = np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1] + v[..., 2] * v[..., 2])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = v / norm[..., None]
+    out[~((norm >= MIN_NORM) & (norm < np.inf))] = np.nan
+    return out
+
+
+def _awkward_decoded(shape, seed=0):
+    """Decoded-normal values in [0, 1] plus every special case: zero-length, tiny, NaN, Inf."""
+    u = np.random.default_rng(seed).random(shape, dtype=np.float32)
+    flat = u.reshape(-1, 3)
+    flat[0] = 0.5  # zero vector
+    flat[1] = (0.5, 0.5, 0.5 + 1e-7)  # shorter than MIN_NORM
+    flat[2] = (np.nan, 0.2, 0.3)
+    flat[3] = (np.inf, 0.5, 0.5)
+    flat[4] = (0.5, 0.5, 1.0)  # toward the viewer
+    flat[5] = (0.5, 0.5, 0.5 + 4e-6)  # just long enough
+    return u
+
+
+def _assert_bitwise_equal(actual, expected):
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    assert np.array_equal(actual.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (5, 9, 3), (2, 4, 6, 3)])
+def test_normalize_is_bit_identical_to_the_textbook_form(shape):
+    v = 1.0 - 2.0 * _awkward_decoded(shape)
+    _assert_bitwise_equal(normalize(v), _reference_normalize(v))
+    single = np.array([0.3, -0.4, 1.2], np.float32)  # one vector: 0-d components
+    _assert_bitwise_equal(normalize(single), _reference_normalize(single))
+
+
+def test_normalize_of_a_strided_view_is_c_contiguous_and_exact():
+    v = 1.0 - 2.0 * np.moveaxis(_awkward_decoded((3, 6, 8)).reshape(3, 6, 8), 0, -1)  # [6,8,3] planar memory
+    out = normalize(v)
+    assert out.flags["C_CONTIGUOUS"]
+    _assert_bitwise_equal(out, _reference_normalize(v))
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 8), (2, 3, 5, 7), (1, 3, 48, 64)])
+def test_planar_model_to_optical_is_bit_identical_to_model_to_optical_on_the_hwc_view(shape):
+    planes = np.moveaxis(_awkward_decoded((*shape[:-3], *shape[-2:], 3)), -1, -3).copy()  # [...,3,H,W]
+    out = planar_model_to_optical(planes)
+    assert out.shape == (*shape[:-3], *shape[-2:], 3) and out.flags["C_CONTIGUOUS"]
+    expected = model_to_optical(np.moveaxis(planes, -3, -1))
+    _assert_bitwise_equal(out, expected)
+    _assert_bitwise_equal(out, _reference_normalize(1.0 - 2.0 * np.moveaxis(planes, -3, -1)))
+    flat = out.reshape(-1, 3)
+    assert np.isnan(flat[:4]).all() and not np.isnan(flat[4:6]).any()
+    np.testing.assert_array_equal(flat[4], [0.0, 0.0, -1.0])
+
+
+def test_planar_model_to_optical_accepts_float64_and_rejects_a_non_planar_shape():
+    planes = np.full((1, 3, 2, 2), 0.25)
+    np.testing.assert_allclose(planar_model_to_optical(planes), np.full((1, 2, 2, 3), 1 / np.sqrt(3)), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3, H, W\]"):
+        planar_model_to_optical(np.zeros((2, 4, 4), np.float32))

@@ -235,6 +235,32 @@ def test_metric_depth_is_nan_where_the_inverse_depth_is_not_positive_or_outside_
         metric_depth_from_disparity(disparity, 1.0, 0.1, min_depth_m=5.0, max_depth_m=1.0)
 
 
+def _reference_metric_depth(disparity, scale, shift, min_depth_m=0.0, max_depth_m=math.inf):
+    """Mask form: 1 / (s·d + t) in float32, NaN outside the window, for non-positive or NaN."""
+    inverse = disparity.astype(np.float32) * np.float32(scale) + np.float32(shift)
+    lo = np.float32(1.0 / max_depth_m if math.isfinite(max_depth_m) else 0.0)
+    hi = np.float32(1.0 / min_depth_m if min_depth_m > 0.0 else np.finfo(np.float32).max)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        valid = (inverse > 0.0 if lo == 0.0 else inverse >= lo) & (inverse <= hi)
+        return np.where(valid, np.float32(1.0) / inverse, np.float32(np.nan))
+
+
+@pytest.mark.parametrize("window", [(0.0, math.inf), (0.5, 4.0), (0.0, 4.0), (0.5, math.inf)])
+@pytest.mark.parametrize("case", ["all valid", "some invalid", "NaN"])
+def test_metric_depth_is_bit_identical_to_the_mask_form(window, case):
+    rng = np.random.default_rng(7)
+    disparity = rng.uniform(0.1, 0.9, (30, 40)).astype(np.float32)  # inverse in [0.3, 1.9]: inside every window
+    if case == "some invalid":
+        disparity[0, :4] = [-1.0, 0.0, 5.0, -0.05]
+    elif case == "NaN":
+        disparity[2, 3] = np.nan
+    depth = metric_depth_from_disparity(disparity, 2.0, 0.1, *window)
+    expected = _reference_metric_depth(disparity, 2.0, 0.1, *window)
+    assert depth.dtype == np.float32 and depth.shape == disparity.shape
+    assert np.array_equal(depth, expected, equal_nan=True)
+    assert np.array_equal(depth[np.isfinite(depth)].view(np.uint32), expected[np.isfinite(expected)].view(np.uint32))
+
+
 def test_the_edge_test_is_what_keeps_edge_errors_out_of_the_fit(scene_frame):
     scene, pose, frame = scene_frame
     disparity = _prediction(frame.depth_m, np.random.default_rng(2), edges=True)

@@ -304,3 +304,20 @@ def test_a_truncated_png_raises_message_error(types, header):
     truncated = encoded[: encoded.size // 2]
     with pytest.raises(MessageError, match=rf"CompressedImage.data \({truncated.size} bytes, format 'png'\) cannot"):
         compressed_msg_to_rgb(compressed(types, header, truncated, "png"))
+
+
+def test_contiguous_and_strided_arrays_give_the_same_little_endian_bytes(types, header):
+    """Contiguous arrays are copied straight into the field; strided ones are converted first."""
+    normals = np.random.default_rng(5).normal(size=(6, 8, 3)).astype(np.float32)
+    normals[1, 2] = np.nan
+    expected = normals.astype("<f4").tobytes()
+    wide = np.zeros((6, 16, 3), np.float32)
+    wide[:, ::2] = normals
+    for array in (normals, wide[:, ::2]):
+        msg = build_image(types, header, array, "32FC3")
+        assert data_as_uint8(msg.data).tobytes() == expected
+        assert not np.shares_memory(data_as_uint8(msg.data), normals)
+        if types.name == "rclpy":
+            import array as array_module
+
+            assert isinstance(msg.data, array_module.array)

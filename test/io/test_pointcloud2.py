@@ -237,3 +237,55 @@ def test_malformed_clouds_raise_message_error_naming_the_problem(types, header, 
 def test_unpack_rgb_rejects_non_32_bit_values():
     with pytest.raises(ValueError, match="4-byte float32 or uint32"):
         unpack_rgb(np.zeros(3, np.float64))
+
+
+def _reference_records(points, rgb, normals):
+    """The records as a structured array, field by field (the layout the module docstring gives)."""
+    names = ["x", "y", "z"] + (["rgb"] if rgb is not None else []) + (
+        ["normal_x", "normal_y", "normal_z"] if normals is not None else [])
+    step = 16 if len(names) <= 4 else 32
+    dtype = np.dtype({"names": names, "formats": ["<f4"] * len(names), "offsets": [4 * i for i in range(len(names))],
+                      "itemsize": step})
+    records = np.zeros(points.shape[:2], dtype=dtype)
+    for i, axis in enumerate("xyz"):
+        records[axis] = points[..., i]
+    if rgb is not None:
+        records["rgb"] = pack_rgb(rgb)
+    if normals is not None:
+        for i, axis in enumerate("xyz"):
+            records[f"normal_{axis}"] = normals[..., i]
+    return records.view(np.uint8).reshape(-1)
+
+
+@pytest.mark.parametrize("little_endian_path", [True, False])
+def test_built_bytes_equal_the_reference_records_whatever_the_storage_held(types, header, monkeypatch,
+                                                                           little_endian_path):
+    """Every byte of the message storage is written (padding included), straight into the field."""
+    original = types.new_data
+
+    def dirty_new_data(nbytes):
+        data, view = original(nbytes)
+        view[:] = 0xAB  # what an uninitialised buffer might hold
+        return data, view
+
+    monkeypatch.setattr(type(types), "new_data", staticmethod(dirty_new_data))  # providers may be frozen
+    monkeypatch.setattr(pointcloud, "_LITTLE_ENDIAN_HOST", little_endian_path)
+    points, rgb, normals = organised(height=5, width=7)
+    for args in ((points, rgb, normals), (points, None, normals), (points, rgb, None), (points, None, None)):
+        msg = build_pointcloud2(types, header, *args)
+        np.testing.assert_array_equal(data_as_uint8(msg.data), _reference_records(*args))
+
+
+def test_the_cloud_is_stored_in_the_fields_own_type_without_aliasing_the_inputs(types, header):
+    points, rgb, normals = organised()
+    msg = build_pointcloud2(types, header, points, rgb, normals)
+    expected = _reference_records(points, rgb, normals)
+    points[:] = 0.0
+    normals[:] = 0.0
+    rgb[:] = 0
+    np.testing.assert_array_equal(data_as_uint8(msg.data), expected)
+    if types.name == "rclpy":
+        import array
+
+        assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
+        msg.data.append(0)  # no numpy view left pinning the storage (would raise BufferError)

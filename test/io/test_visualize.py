@@ -93,3 +93,83 @@ def test_colorize_normals_draws_nan_black():
 def test_colorize_normals_rejects_a_non_hw3_input(shape):
     with pytest.raises(ValueError, match=r"\[H,W,3\]"):
         colorize_normals(np.zeros(shape, np.float32))
+
+
+# ----------------------------------------------------------------------------- exactness
+def _reference_colorize_disparity(d, lo=None, hi=None):
+    """The straightforward form: mask, float index, clip, truncate, Turbo, BGR -> RGB."""
+    d = np.asarray(d, np.float32)
+    finite = np.isfinite(d)
+    if lo is None or hi is None:
+        vals = d[finite]
+        lo_, hi_ = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+        lo = lo_ if lo is None else lo
+        hi = hi_ if hi is None else hi
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    idx = np.clip((np.where(finite, d, lo) - lo) * scale, 0, 255).astype(np.uint8)
+    rgb = cv2.cvtColor(cv2.applyColorMap(idx, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+    rgb[~finite] = 0
+    return rgb
+
+
+def _reference_colorize_normals(n):
+    """(n_model + 1) / 2 * 255 rounded half up, clipped; black where any channel is not finite."""
+    n = np.asarray(n, np.float32)
+    x = np.clip((1.0 - n) / 2.0 * 255.0 + 0.5, 0, 255)
+    x[~np.isfinite(n).all(axis=-1)] = 0
+    return x.astype(np.uint8)
+
+
+def _disparities():
+    rng = np.random.default_rng(3)
+    smooth = rng.random((48, 64), dtype=np.float32)
+    with_bad = smooth.copy()
+    with_bad[3, 4], with_bad[5, 6], with_bad[7, 8] = np.nan, np.inf, -np.inf
+    return {
+        "random": smooth,
+        "non-finite": with_bad,
+        "wide": rng.uniform(-1e6, 1e6, (9, 11)).astype(np.float32),
+        "tiny range": (1.0 + rng.integers(0, 3, (5, 7)) * np.finfo(np.float32).eps).astype(np.float32),
+        "constant": np.full((4, 5), 0.3, np.float32),
+        "all NaN": np.full((2, 3), np.nan, np.float32),
+    }
+
+
+@pytest.mark.parametrize("name", list(_disparities()))
+@pytest.mark.parametrize(
+    "bounds", [(None, None), (0.2, 0.7), (0.9, None), (None, 0.1), (0.5, 0.5), (np.float64(0.2), np.float64(0.7))]
+)
+def test_colorize_disparity_equals_the_straightforward_form(name, bounds):
+    d = _disparities()[name]
+    rgb = colorize_disparity(d, *bounds)
+    assert rgb.dtype == np.uint8 and rgb.shape == (*d.shape, 3) and rgb.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(rgb, _reference_colorize_disparity(d, *bounds))
+
+
+def test_colorize_disparity_at_every_index_is_the_turbo_colour():
+    ramp = np.arange(256, dtype=np.float32)[None, :]  # indices 0..255 exactly
+    expected = np.stack([_turbo_rgb(i) for i in range(256)])[None]
+    np.testing.assert_array_equal(colorize_disparity(ramp), expected)
+
+
+def test_colorize_normals_equals_the_straightforward_form():
+    rng = np.random.default_rng(4)
+    n = rng.normal(size=(40, 50, 3)).astype(np.float32)
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    # Exact halves (ties of the rounding) and the ends of the range.
+    n[0, :6] = [[0, 0, -1], [1, -1, 0], [0.5, -0.5, 0.25], [1 / 255, -1 / 255, 3 / 255], [-1, -1, -1], [1, 1, 1]]
+    np.testing.assert_array_equal(colorize_normals(n), _reference_colorize_normals(n))
+    # Every float32 in [-1, 1] with a short mantissa, and a dense sweep: all 256 levels and their edges.
+    sweep = np.linspace(-1, 1, 300_000, dtype=np.float32).reshape(-1, 1000, 3)
+    np.testing.assert_array_equal(colorize_normals(sweep), _reference_colorize_normals(sweep))
+    assert set(np.unique(colorize_normals(sweep))) == set(range(256))
+
+
+def test_colorize_normals_of_non_finite_and_out_of_range_values_equals_the_straightforward_form():
+    n = np.array([[[0, 0, -1], [np.nan, 0, 0], [0, np.inf, 0], [0, 0, -np.inf], [3, -3, 0.5], [-1e38, 1e38, 0]]],
+                 np.float32)
+    with np.errstate(over="ignore"):  # (1 - n) * 255 of ±1e38 overflows to ±Inf, then clipped
+        rgb = colorize_normals(n)
+        np.testing.assert_array_equal(rgb, _reference_colorize_normals(n))
+    np.testing.assert_array_equal(rgb[0, 1:4], 0)
+    np.testing.assert_array_equal(rgb[0, 4], (0, 255, 64))

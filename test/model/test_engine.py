@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from lotus2_ros.geometry.normals import model_to_optical
 from lotus2_ros.model.engine import MAX_SHARPEN_STEPS, EngineConfig, Lotus2Engine
 from lotus2_ros.prediction import Prediction
 
@@ -106,6 +107,17 @@ def test_to_normals_gives_unit_optical_frame_vectors_at_the_input_size():
     assert _unit_norm_error(normals) < 1e-5
     np.testing.assert_allclose(normals[0, 0, 0], [0.0, 0.0, -1.0], atol=1e-6)
     assert Lotus2Engine.to_normals(decoded, (10, 20)).shape == (1, 10, 20, 3)
+
+
+def test_to_normals_is_bit_identical_to_model_to_optical_on_the_hwc_view():
+    decoded = torch.rand(2, 3, 8, 16, generator=torch.Generator().manual_seed(2))
+    decoded[0, :, 1, 1] = 0.5  # no direction: NaN
+    decoded[1, 0, 2, 3] = float("nan")
+    normals = Lotus2Engine.to_normals(decoded, (8, 16))
+    expected = model_to_optical(decoded.permute(0, 2, 3, 1).numpy())
+    assert normals.flags["C_CONTIGUOUS"] and normals.shape == expected.shape and normals.dtype == expected.dtype
+    assert np.array_equal(normals.view(np.uint32), expected.view(np.uint32))
+    assert np.isnan(normals[0, 1, 1]).all() and np.isnan(normals[1, 2, 3]).all()
 
 
 def test_the_stages_chained_by_hand_give_the_prediction(tiny_engine, image, predictions):

@@ -135,3 +135,27 @@ def test_decoded_to_unit_maps_to_zero_one_and_clamps():
     out = decoded_to_unit(decoded)
     assert out.dtype == torch.float32
     np.testing.assert_allclose(out.numpy(), [0.0, 0.0, 0.5, 0.75, 1.0, 1.0])
+
+
+def _reference_images_to_tensor(images):
+    """The direct torch form: permute to [B,3,H,W], convert, divide, subtract."""
+    rgb = torch.from_numpy(np.ascontiguousarray(images if images.ndim == 4 else images[None]))
+    return rgb.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 3), (2, 33, 65, 3), (1, 480, 640, 3)])
+def test_images_to_tensor_is_bit_identical_to_the_direct_torch_form(shape):
+    images = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    flat = images.reshape(-1)
+    flat[: min(flat.size, 256)] = np.arange(min(flat.size, 256))  # every value at least once where it fits
+    t = images_to_tensor(images)
+    expected = _reference_images_to_tensor(images)
+    assert t.dtype == expected.dtype and t.shape == expected.shape
+    assert t.stride() == expected.stride()  # channels-last memory, as the model has always been fed
+    assert torch.equal(t.view(torch.int32), expected.view(torch.int32))
+
+
+def test_images_to_tensor_reads_a_strided_view():
+    images = np.random.default_rng(1).integers(0, 256, size=(8, 12, 3), dtype=np.uint8)
+    view = images[::2, 1::3]
+    assert torch.equal(images_to_tensor(view), _reference_images_to_tensor(np.ascontiguousarray(view)))

@@ -16,6 +16,7 @@ from lotus2_ros.geometry.camera import PinholeCamera
 from lotus2_ros.io.camera_info import CameraCalibration
 from lotus2_ros.model.engine import Lotus2Engine
 from lotus2_ros.perception import Frame, PerceptionConfig, PerceptionPipeline
+from lotus2_ros.perception.pipeline import _points_from_depth
 
 # The engine adds several named adapters to one transformer on purpose; peft warns about that.
 pytestmark = pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute:UserWarning")
@@ -166,6 +167,17 @@ def test_points_are_the_back_projection_of_depth(fixed):
     np.testing.assert_allclose(fixed.points_m, expected, rtol=1e-6, atol=1e-6)  # NaN where depth is NaN
     assert np.array_equal(np.isnan(fixed.points_m).any(axis=-1), np.isnan(fixed.depth_m))
     assert np.isnan(fixed.points_m[np.isnan(fixed.depth_m)]).all()
+
+
+@pytest.mark.parametrize("camera", [CAMERA, DISTORTED.camera])
+def test_points_are_bit_identical_to_rays_times_depth(camera):
+    """Plane products + merge give exactly ``pixel_rays() * depth[..., None]`` (NaN where depth is NaN)."""
+    depth = np.random.default_rng(6).uniform(0.3, 9.0, (camera.height_px, camera.width_px)).astype(np.float32)
+    depth[::5, ::7] = np.nan
+    points = _points_from_depth(camera, depth)
+    expected = camera.pixel_rays() * depth[..., None]
+    assert points.dtype == np.float32 and points.shape == expected.shape and points.flags["C_CONTIGUOUS"]
+    assert np.array_equal(points.view(np.uint32), expected.view(np.uint32))
 
 
 def test_without_camera_info_there_are_no_points_but_disparity_and_normals(tiny_engine, rgb):
