@@ -86,13 +86,17 @@ class ReplayEngine(Lotus2Engine):
 
 
 def copy_baseline_ms(bag: Path, out: Path, storage: str, frames: int) -> float:
-    """Per frame: reading every message of ``bag`` and writing it into a new bag (rosbags only)."""
+    """Per frame: reading every message of ``bag`` and writing it into a new bag (rosbags only).
+
+    The output is written with rosbags' own writes and SQLite's defaults (``tuned=False``), not
+    with the faster settings the tool's output gets, so the figure stays a plain-rosbags reference.
+    """
     from rosbags.rosbag2 import Reader
 
     from lotus2_ros.io.msg_types import rosbags_types
 
     t0 = time.perf_counter()
-    with Reader(bag) as reader, OutputBag(out, storage, rosbags_types().typestore) as writer:
+    with Reader(bag) as reader, OutputBag(out, storage, rosbags_types().typestore, tuned=False) as writer:
         conns = {c.id: writer.add_copy(c) for c in reader.connections}
         for c, t, raw in reader.messages():
             writer.write(conns[c.id], t, raw)

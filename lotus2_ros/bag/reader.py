@@ -82,6 +82,7 @@ class InputBag:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._reader: Any = None
+        self._stores: dict[str, Any] = {}  # message type -> typestore that deserialises it
 
     # ------------------------------------------------------------------ open / close
     def __enter__(self) -> InputBag:
@@ -119,6 +120,7 @@ class InputBag:
     def close(self) -> None:
         if self._reader is not None:
             reader, self._reader = self._reader, None
+            self._stores.clear()
             reader.close()
 
     @property
@@ -195,10 +197,35 @@ class InputBag:
             BagReadError: The bytes do not deserialise as ``msgtype`` (names bag and topic).
         """
         try:
-            return self.reader.deserialize(raw, msgtype)
+            store = self._stores.get(msgtype) or self._store_for(msgtype)
+            return store.deserialize_cdr(raw, msgtype)
         except Exception as err:  # noqa: BLE001 - rosbags raises struct/index/serde errors here
             raise BagReadError(f"input bag {self.path}: a {msgtype} message on {topic or '?'} does not "
                                f"deserialise: {type(err).__name__}: {err}") from err
+
+    def _store_for(self, msgtype: str) -> Any:
+        """The typestore to deserialise ``msgtype`` with: the process-wide one where it is the same type.
+
+        The bag's own typestore (built from its definitions at every open) generates its
+        (de)serialisers anew on first use, tens of ms per type; the shared one of
+        :func:`~lotus2_ros.io.msg_types.rosbags_types` keeps them for the process, and the
+        writer has already built those of Image, CameraInfo and PointCloud2. It is used only if
+        its definition of ``msgtype`` (nested types included) has the bag's RIHS01 hash, so the
+        decoded fields are the same.
+        """
+        from ..io.msg_types import rosbags_types
+
+        own = self.reader.typestore
+        shared = rosbags_types().typestore
+        store = own
+        if shared is not own and msgtype in shared.fielddefs:
+            try:
+                if shared.hash_rihs01(msgtype) == own.hash_rihs01(msgtype):
+                    store = shared
+            except Exception:  # noqa: BLE001 - an odd definition in the bag: keep the bag's own
+                store = own
+        self._stores[msgtype] = store
+        return store
 
     # ------------------------------------------------------------------ topic choice
     def resolve_topics(self, *, image: str | None = None, camera_info: str | None = None,

@@ -163,7 +163,8 @@ def write_synthetic_bag(path: Path, *, num_frames: int = 4, width: int = 128, he
         result.topics["extra"] = "/notes"
 
     order = {t: k for k, t in enumerate(dict.fromkeys(topic for _, topic, _ in records))}
-    with OutputBag(Path(path), storage, ts) as out:
+    # SQLite's default layout, as a bag recorded by ros2 bag record has (the tests damage its pages).
+    with OutputBag(Path(path), storage, ts, tuned=False) as out:
         conns = {topic: out.add_topic(topic, msg.__msgtype__) for _, topic, msg in
                  sorted(records, key=lambda r: order[r[1]])}
         for t, topic, msg in sorted(records, key=lambda r: r[0]):
