@@ -2,7 +2,7 @@
 #
 #   make venv    create/update .venv (torch CPU, deps, ROS 2 wheels unless a ROS 2 is sourced)
 #   make test    run the test suite (PYTEST_ARGS="-k scale" to narrow it)
-#   make demo    run `lotus2 demo` (DEMO_ARGS="..." to pass options)
+#   make demo    run `lotus2 demo` with the trained demo model (DEMO_ARGS="..." to pass options)
 #   make build   colcon build of the ROS package into .colcon/{build,install,log}
 #   make clean   remove build outputs and caches (keeps .venv); make distclean also removes .venv
 
@@ -21,6 +21,9 @@ endif
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q
 DEMO_ARGS ?=
+# The small model trained on synthetic scenes (scripts/train_demo_model.sh); DEMO_MODEL= uses the
+# tiny random model instead.
+DEMO_MODEL ?= models/demo
 COLCON_DIR := .colcon
 COLCON_ARGS ?=
 
@@ -40,7 +43,7 @@ test: venv
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 demo: venv
-	$(VENV)/bin/lotus2 demo $(DEMO_ARGS)
+	$(VENV)/bin/lotus2 demo $(if $(DEMO_MODEL),--model $(DEMO_MODEL)) $(DEMO_ARGS)
 
 build: venv
 	@. scripts/colcon_env.sh $(VENV) && \

@@ -62,6 +62,14 @@ rm -rf "$OUT/base_model" "$OUT/weights"
 mkdir -p "$OUT"
 cp -r "$WORK/core/export/base_model" "$OUT/base_model"
 cp -r "$WORK/sharpener/export/weights" "$OUT/weights"
+cat > "$OUT/model.json" <<'JSON'
+{
+  "description": "lotus2_ros demo model: a toy-size FLUX-structured transformer fully fine-tuned with per-task core LoRA + LCM and a detail-sharpener LoRA, and a small AutoencoderKL, trained on synthetic scenes by scripts/train_demo_model.sh",
+  "process_res": 160,
+  "trained_size_px": [160, 128],
+  "tasks": ["depth", "normal"]
+}
+JSON
 
 N=50
 EVAL=(--task depth --task normal --synthetic "$N" --synthetic-size 160x128 --process-res 0)
@@ -74,25 +82,4 @@ EVAL=(--task depth --task normal --synthetic "$N" --synthetic-size 160x128 --pro
 "${LOTUS2[@]}" evaluate --baseline constant "${EVAL[@]}" --name "constant baseline" -o "$WORK/eval/constant" \
   | tee "$WORK/eval_constant.txt"
 
-"${RUN[@]}" - "$WORK" "$OUT" "$(( $(date +%s) - start ))" "$N" <<'PY'
-import json, sys
-from pathlib import Path
-work, out, seconds, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-rows = []
-for name in ("demo_sharpen4", "demo_core", "untrained", "constant"):
-    rows += json.loads((work / "eval" / name / "results.json").read_text())
-size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-lines = [f"# Demo model: held-out figures ({n} synthetic frames, 160x128, scenes never trained on)", "",
-         "| model | depth AbsRel | depth δ1 | normal mean (°) | normal median (°) | normal < 11.25° (%) |",
-         "|---|---|---|---|---|---|"]
-by = {}
-for r in rows:
-    by.setdefault(r["model"], {})[r["task"]] = r["metrics"]
-for model, m in by.items():
-    d, nm = m["depth"], m["normal"]
-    lines.append(f"| {model} | {d['abs_rel']:.3f} | {d['delta1']:.3f} | {nm['mean']:.1f} | {nm['median']:.1f} | {nm['a11.25']:.1f} |")
-lines += ["", f"Model size: {size / 2**20:.1f} MiB. Built by scripts/train_demo_model.sh in {seconds / 3600:.1f} h "
-          "(this machine's wall time, including the base model).", ""]
-(out / "EVAL.md").write_text("\n".join(lines))
-print("\n".join(lines))
-PY
+"${RUN[@]}" scripts/demo_model_report.py "$WORK" "$OUT" "$(( $(date +%s) - start ))" "$N"
