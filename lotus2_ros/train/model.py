@@ -247,7 +247,10 @@ def export_base_model(src_base: Path, dst_base: Path, transformer_config: dict,
             shutil.copytree(entry, dst_base / entry.name, copy_function=_link_or_copy)
         else:
             _link_or_copy(entry, dst_base / entry.name)
-    fresh = FluxTransformer2DModel.from_config(dict(transformer_config))
+    # Without the source path diffusers records on load: an export must not carry the training
+    # machine's folders.
+    config = {k: v for k, v in dict(transformer_config).items() if k != "_name_or_path"}
+    fresh = FluxTransformer2DModel.from_config(config)
     fresh.load_state_dict(base_transformer_state_dict(state), strict=True)
     fresh.save_pretrained(dst_base / "transformer")
     if not (dst_base / "model_index.json").exists():

@@ -100,6 +100,8 @@ def test_export_then_predict_gives_the_in_memory_prediction(trained_base, tmp_pa
     expected = trainer.engine.predict(image, sharpen_steps=0)[0]
     base = result.export_base_model if full_finetune else trained_base.base_model
     assert (base / "transformer").is_dir() and (result.export_base_model is not None) == full_finetune
+    if full_finetune:  # the export names no folder of the machine it was trained on
+        assert "_name_or_path" not in json.loads((base / "transformer" / "config.json").read_text())
     loaded = Lotus2Engine.load(EngineConfig(base, result.export_weights, tasks=("depth", "normal"),
                                             load_sharpener=False)).predict(image, sharpen_steps=0)[0]
     np.testing.assert_allclose(loaded.disparity, expected.disparity, atol=1e-5)
