@@ -178,14 +178,8 @@ class BatchStream(torch.utils.data.IterableDataset):
         ds = self.datasets[source]
         samples = []
         for _ in range(self.batch_size):
-            for _attempt in range(MAX_REDRAWS):
-                try:
-                    sample = ds.load(int(rng.integers(len(ds))))
-                    break
-                except InvalidSample:
-                    continue
-            else:
-                raise RuntimeError(f"{ds.name}: {MAX_REDRAWS} frames in a row were invalid")
+            draws = (rng.integers(len(ds)) for _ in itertools.count())  # drawn one per attempt
+            sample = _first_valid(ds, draws, f"{MAX_REDRAWS} frames in a row were invalid")
             samples.append(ds.policy.apply(sample, rng))
         arrays = [sample_to_arrays(s, self.tasks) for s in _common_size(samples)]
         out = {k: torch.from_numpy(np.stack([a[k] for a in arrays])) for k in arrays[0]}
@@ -201,6 +195,16 @@ class BatchStream(torch.utils.data.IterableDataset):
             yield self.batch(k)
 
 
+def _first_valid(ds, indices, failure: str) -> Sample:
+    """The first frame among ``indices`` (at most :data:`MAX_REDRAWS` tried) that the reader accepts."""
+    for idx in itertools.islice(indices, MAX_REDRAWS):
+        try:
+            return ds.load(int(idx))
+        except InvalidSample:
+            continue
+    raise RuntimeError(f"{ds.name}: {failure}")
+
+
 def heldout_samples(datasets: list, count: int) -> list[Sample]:
     """``count`` evenly spaced held-out frames over the sources, at training geometry, unflipped."""
     out = []
@@ -210,13 +214,7 @@ def heldout_samples(datasets: list, count: int) -> list[Sample]:
             continue
         rng = np.random.default_rng(0)
         for idx in np.linspace(0, len(ds) - 1, n).round().astype(int):
-            for j in range(MAX_REDRAWS):
-                try:
-                    sample = ds.load((int(idx) + j) % len(ds))
-                    break
-                except InvalidSample:
-                    continue
-            else:
-                raise RuntimeError(f"{ds.name}: no valid held-out frame near {idx}")
+            following = ((int(idx) + j) % len(ds) for j in itertools.count())
+            sample = _first_valid(ds, following, f"no valid held-out frame near {idx}")
             out.append(ds.policy.apply(sample, rng))
     return out
