@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lotus2_ros.io.camera_info import CameraCalibration
+from lotus2_ros.geometry.calibration import CameraCalibration
 from lotus2_ros.io.image_msgs import build_image, image_msg_to_rgb
 from lotus2_ros.io.stamps import build_header
-from lotus2_ros.model.engine import EngineConfig, Lotus2Engine
+from lotus2_ros.model.backend import BackendConfig
+from lotus2_ros.model.engine import Lotus2Engine
 from lotus2_ros.model.tiny import make_tiny_model
 from lotus2_ros.perception import Frame, PerceptionConfig, PerceptionPipeline
 from lotus2_ros.perception.messages import OUTPUT_TOPICS, output_messages
@@ -126,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny_model(Path(tmp) / "tiny", seed=0)
-        engine = Lotus2Engine.load(EngineConfig(model.base_model, model.weights, tasks=("depth", "normal"),
-                                                load_sharpener=False))
+        engine = Lotus2Engine.load(BackendConfig(base_model=model.base_model, weights=model.weights,
+                                                 tasks=("depth", "normal"), load_refiner=False))
         totals = {size: bench_size(engine, *size, args.frames, args.warmup) for size in args.sizes}
     if TARGET_SIZE in totals:
         ratio = totals[TARGET_SIZE] / TARGET_MS

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from lotus2_ros.model.engine import EngineConfig
+    from lotus2_ros.model.backend import BackendConfig
     from lotus2_ros.model.tiny import make_tiny_model
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="lotus2_bench_bag_"))
@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             write_synthetic_bag(bag, num_frames=args.frames, width=args.width, height=args.height,
                                 storage=args.storage, lidar_model=LidarModel())
         size_mib = sum(f.stat().st_size for f in bag.iterdir()) / 2**20
-        engine = Lotus2Engine.load(EngineConfig(work / "tiny" / "base_model", work / "tiny" / "weights",
-                                                tasks=("depth", "normal")))
+        engine = Lotus2Engine.load(BackendConfig(base_model=work / "tiny" / "base_model",
+                                                 weights=work / "tiny" / "weights", tasks=("depth", "normal")))
         print(f"{args.frames} frames {args.width}x{args.height} + 32-beam LiDAR, {args.storage}, "
               f"{size_mib / args.frames:.1f} MiB/frame in; CPU, {torch.get_num_threads()} torch threads; "
               f"sharpener {args.sharpen_steps} step(s) on every frame, depth + normals, core + refined outputs")

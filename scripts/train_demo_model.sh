@@ -62,12 +62,15 @@ rm -rf "$OUT/base_model" "$OUT/weights"
 mkdir -p "$OUT"
 cp -r "$WORK/core/export/base_model" "$OUT/base_model"
 cp -r "$WORK/sharpener/export/weights" "$OUT/weights"
-cat > "$OUT/model.json" <<'JSON'
+# The model's own defaults, which every front end uses when not told otherwise.
+cat > "$OUT/weights/model.json" <<'JSON'
 {
   "description": "lotus2_ros demo model: a toy-size FLUX-structured transformer fully fine-tuned with per-task core LoRA + LCM and a detail-sharpener LoRA, and a small AutoencoderKL, trained on synthetic scenes by scripts/train_demo_model.sh",
   "process_res": 160,
-  "trained_size_px": [160, 128],
-  "tasks": ["depth", "normal"]
+  "sharpen_steps": 4,
+  "tasks": ["depth", "normal"],
+  "depth_output": "disparity",
+  "trained_size_px": [160, 128]
 }
 JSON
 

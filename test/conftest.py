@@ -20,6 +20,16 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model):
     """A fp32 CPU engine with both tasks and both sharpeners loaded."""
-    from lotus2_ros.model.engine import EngineConfig, Lotus2Engine
+    from lotus2_ros.model.backend import BackendConfig
+    from lotus2_ros.model.engine import Lotus2Engine
 
-    return Lotus2Engine.load(EngineConfig(tiny_model.base_model, tiny_model.weights, tasks=("depth", "normal")))
+    return Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=tiny_model.weights,
+                                           tasks=("depth", "normal")))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_engine):
+    """The single-image pipeline (``lotus2 predict``'s) around ``tiny_engine`` (depth + normal, sharpener)."""
+    from lotus2_ros.perception.pipeline import offline_pipeline
+
+    return offline_pipeline(tiny_engine)

@@ -19,7 +19,6 @@ from lotus2_ros.bag.errors import (
     OutputExistsError,
     ResumeError,
 )
-from lotus2_ros.bag.export import FrameExporter, frame_stem
 from lotus2_ros.bag.index import BagIndex, StampIndex, index_bag
 from lotus2_ros.bag.journal import PARTIAL_SUFFIX, Checkpoint, PartialRun, partial_path
 from lotus2_ros.bag.processor import (
@@ -27,7 +26,6 @@ from lotus2_ros.bag.processor import (
     BagPlan,
     ProcessBagOptions,
     plan_bag_run,
-    planned_output_topics,
     process_bag,
     run_bag,
 )
@@ -47,7 +45,6 @@ __all__ = [
     "BagTopicError",
     "BagTopics",
     "Checkpoint",
-    "FrameExporter",
     "InputBag",
     "Interrupted",
     "OutputBag",
@@ -63,14 +60,12 @@ __all__ = [
     "cdr_header_stamp_ns",
     "device_for",
     "extrinsic_lookup",
-    "frame_stem",
     "index_bag",
     "is_forward",
     "load_perception_config",
     "merge_bags",
     "partial_path",
     "plan_bag_run",
-    "planned_output_topics",
     "process_bag",
     "run_bag",
     "shard_from_env",

@@ -33,13 +33,16 @@ from typing import Any
 
 from ..io.errors import MessageError
 from ..io.msg_types import rosbags_types
-from ..perception.assembly import FrameAssembler, MissingCameraInfo
+from ..model.spec import ModelSettings
+from ..perception.assembly import FrameAssembler
 from ..perception.config import ConfigError, PerceptionConfig
-from ..perception.messages import OUTPUT_TOPICS, REFINED_PREFIX, output_messages
+from ..perception.export import FrameExporter
+from ..perception.messages import output_messages
 from ..perception.metric import MetricFitter
-from ..perception.pipeline import PerceptionOutput, PerceptionPipeline
+from ..perception.outputs import OUTPUT_TOPICS, REFINED_PREFIX, planned_output_topics
+from ..perception.outputs import REFERENCE_SOURCES as _REFERENCE_SOURCES
+from ..perception.pipeline import PerceptionOutput, PerceptionPipeline, model_settings
 from .errors import BagError, BagReadError, BagTopicError, Interrupted, OutputExistsError
-from .export import FrameExporter
 from .index import BagIndex, RecentMessages, index_bag
 from .journal import Checkpoint, PartialRun, partial_path
 from .reader import CAMERA_INFO_TYPE, BagTopics, InputBag, cdr_header_stamp_ns
@@ -52,7 +55,6 @@ log = logging.getLogger("lotus2.process_bag")
 #: Where the node publishes with the launch file's defaults (namespace ``lotus2``, node
 #: ``lotus2_perception``): the names ``config/lotus2.rviz`` shows.
 DEFAULT_OUTPUT_PREFIX = "/lotus2/lotus2_perception/"
-_REFERENCE_SOURCES = ("lidar", "depth_image")
 #: Configuration fields a resumed attempt may change (where it runs, not what it computes).
 _RESOURCE_FIELDS = ("device", "torch_threads", "diagnostics_period_s")
 #: Raw reference / camera_info messages kept beyond those a waiting image is paired with.
@@ -79,7 +81,7 @@ class ProcessBagOptions:
         storage: ``sqlite3`` or ``mcap``; None: as the input.
         copy_inputs: Copy every input topic into the output bag.
         output_prefix: Namespace of the output topics (the node's ``/<ns>/<node name>/``).
-        export_dir: Also write per-frame files there (see :mod:`~lotus2_ros.bag.export`).
+        export_dir: Also write per-frame files there (see :mod:`~lotus2_ros.perception.export`).
         force: Replace an existing output (only once the new one is complete) and start over.
         resume: Continue an interrupted run from its last checkpoint.
         progress: Show a progress bar on stderr.
@@ -146,24 +148,6 @@ class BagPlan:
         return self.options.output_prefix + relative
 
 
-def planned_output_topics(config: PerceptionConfig, *, core: bool, refined: bool, camera_info: bool) -> list[str]:
-    """The relative topics the node would publish for ``config`` (``refined/…`` after the core ones)."""
-    depth, normal = "depth" in config.tasks, "normal" in config.tasks
-    metric = config.metric_source != "none"
-    wanted = {
-        "disparity": depth,
-        "depth/image": depth and metric,
-        "depth/camera_info": camera_info,
-        "depth/colorized": depth and config.publish_colorized,
-        "normals/image": normal,
-        "normals/colorized": normal and config.publish_colorized,
-        "points": depth and metric and camera_info and config.publish_points,
-        "scale_fit": depth and config.metric_source in _REFERENCE_SOURCES,
-    }
-    base = [t for t in OUTPUT_TOPICS if wanted.get(t, True)]
-    return ([*base] if core else []) + ([REFINED_PREFIX + t for t in base] if refined else [])
-
-
 def _check_export_dir(opt: ProcessBagOptions) -> None:
     d = opt.export_dir
     if d is not None and d.is_dir() and any(d.iterdir()) and not (opt.force or opt.resume):
@@ -175,8 +159,14 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def plan_bag_run(options: ProcessBagOptions) -> BagPlan:
+def plan_bag_run(options: ProcessBagOptions, model: ModelSettings | None = None) -> BagPlan:
     """Check the request against the input bag and settle topics, configuration and outputs.
+
+    Args:
+        options: The request.
+        model: The loaded model's settings (``backend.info.settings``); None reads them from the
+            model folders the configuration names, without loading the model (the command line
+            plans before the slow load).
 
     Raises:
         BagReadError: The input is missing or unreadable.
@@ -214,11 +204,21 @@ def plan_bag_run(options: ProcessBagOptions) -> BagPlan:
         image_count = bag.message_count(topics.image)
         input_topics = bag.topic_types()
         fingerprint = bag.fingerprint()
-    steps = config.sharpen_steps if config.sharpen_enabled and opt.sharpen_every > 0 else 0
-    # The pipeline checks the engine against the config: no sharpener requested, none needed.
-    config = config.replace(sharpen_enabled=steps > 0)
+    if model is None:
+        try:
+            model = model_settings(config)  # the model's own tasks / steps where the config leaves them open
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"cannot use the model: {err}") from None
+    tasks = tuple(config.tasks) or model.tasks
+    if any(t not in model.tasks for t in tasks):
+        raise ConfigError(f"tasks {list(tasks)} requested but the model predicts {list(model.tasks)}")
+    steps = (config.sharpen_steps or model.refine_steps) if config.sharpen_enabled and opt.sharpen_every > 0 else 0
+    # The model's own defaults are written into the plan: a resumed run with another model differs.
+    config = config.replace(sharpen_enabled=steps > 0, tasks=list(tasks),
+                            sharpen_steps=steps if steps > 0 else config.sharpen_steps)
     refined = steps > 0
-    output_topics = planned_output_topics(config, core=opt.write_core or not refined or opt.sharpen_every > 1,
+    output_topics = planned_output_topics(config, tasks,
+                                          core=opt.write_core or not refined or opt.sharpen_every > 1,
                                           refined=refined, camera_info=topics.camera_info is not None)
     if opt.copy_inputs:
         clash = sorted({opt.output_prefix + t for t in output_topics} & set(input_topics))
@@ -240,7 +240,7 @@ def plan_bag_run(options: ProcessBagOptions) -> BagPlan:
 def process_bag(options: ProcessBagOptions, engine: Any, *, should_stop: Callable[[], bool] | None = None,
                 on_frame: Callable[[int], None] | None = None) -> RunStats:
     """Plan and run one bag with a loaded engine (see :func:`run_bag`)."""
-    return run_bag(plan_bag_run(options), engine, should_stop=should_stop, on_frame=on_frame)
+    return run_bag(plan_bag_run(options, engine.info.settings), engine, should_stop=should_stop, on_frame=on_frame)
 
 
 def run_bag(plan: BagPlan, engine: Any, *, should_stop: Callable[[], bool] | None = None,
@@ -249,7 +249,7 @@ def run_bag(plan: BagPlan, engine: Any, *, should_stop: Callable[[], bool] | Non
 
     Args:
         plan: From :func:`plan_bag_run`.
-        engine: A :class:`~lotus2_ros.model.engine.Lotus2Engine`.
+        engine: A loaded model backend (:func:`~lotus2_ros.perception.pipeline.load_model`).
         should_stop: Polled between messages and frames; True stops the run at a consistent
             point and raises :class:`Interrupted` (the CLI sets it on SIGINT/SIGTERM).
         on_frame: Called with the number of images done after each image is finished (written
@@ -530,18 +530,18 @@ class _BagRun:
             self._skip(p, "image message does not deserialise", str(err))
             return
         self._prepare_partners(bag, p)
-        try:
-            frame = self.assembler.assemble(msg, topics.compressed)
-        except MissingCameraInfo:
+        got = self.assembler.try_assemble(msg, topics.compressed)
+        if got.dropped == "no_camera_info":
             self._skip(p, "no camera_info", "no usable camera_info for it")
             return
-        except (MessageError, ValueError) as err:
-            self._skip(p, "unusable image", str(err))
+        if got.dropped == "bad_image":
+            self._skip(p, "unusable image", str(got.error))
             return
-        if self.assembler.reference_error is not None:
+        frame = got.frame
+        if got.reference == "unusable":
             self.stats.reference_missing["reference unusable"] += 1
-            self._warn("reference unusable", f"image {p.index}: reference not used: {self.assembler.reference_error}")
-        elif frame.reference is None and self.config.metric_source in _REFERENCE_SOURCES:
+            self._warn("reference unusable", f"image {p.index}: reference not used: {got.error}")
+        elif got.reference == "missing":
             self.stats.reference_missing["no reference within metric_max_offset_ms"] += 1
         stages["decode"] = (time.perf_counter() - t0) * 1e3
 

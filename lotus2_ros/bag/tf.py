@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry.transforms import rigid_transform
 from ..io.stamps import header_stamp_ns
-from ..perception.config import extrinsic_matrix
 
 log = logging.getLogger("lotus2.bag.tf")
 
@@ -51,14 +51,14 @@ class _DynamicEdge:
         stamps, values = self._sorted
         i = int(np.searchsorted(stamps, stamp_ns, side="left"))
         if i < len(stamps) and stamps[i] == stamp_ns:
-            return extrinsic_matrix(values[i].tolist())
+            return rigid_transform(values[i].tolist())
         if i == 0 or i == len(stamps):
             return None  # outside the recorded interval: tf2 would not extrapolate either
         t0, t1 = int(stamps[i - 1]), int(stamps[i])
         a = (stamp_ns - t0) / (t1 - t0)
         v0, v1 = values[i - 1], values[i]
         trans = (1 - a) * v0[:3] + a * v1[:3]
-        return extrinsic_matrix([*trans, *_slerp(v0[3:], v1[3:], a)])
+        return rigid_transform([*trans, *_slerp(v0[3:], v1[3:], a)])
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
@@ -105,7 +105,7 @@ class TfTree:
         """
         parent, child = _frame(parent), _frame(child)
         if static:
-            self._static[child] = (parent, extrinsic_matrix(list(value)))
+            self._static[child] = (parent, rigid_transform(list(value)))
             return
         edge = self._dynamic.get(child)
         if edge is None:

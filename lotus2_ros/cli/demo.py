@@ -4,13 +4,14 @@ By default it runs the ROS graph (``demo_graph``): a synthetic camera (+ LiDAR) 
 ``perception_node`` as separate processes, for a fixed time, printing output rates, latencies and
 the node's per-stage times, and writing one frame of every output (images, ``.npy``, ``.ply``).
 
-``--engine-only`` runs the inference engine alone on a synthetic sequence instead: it prints
-the median time of each stage and the peak memory and writes inputs, predictions and ground
-truth as images.
+``--engine-only`` runs the perception pipeline alone (no ROS) on a synthetic sequence instead:
+it prints the median time of each stage and the peak memory and writes every frame's files (the
+exporter ``lotus2 predict`` uses) next to the input and the ground truth.
 
-The model is ``--model DIR`` (a folder with ``base_model/`` and ``weights/``), else the tiny
-random model built in the output folder; a random model shows the pipeline working end to end,
-not the method's quality.
+The model is ``--model DIR`` (a folder with ``base_model/`` and ``weights/``; ``make demo`` uses
+the trained ``models/demo``), else the tiny random model built in the output folder; a random
+model shows the pipeline working end to end, not the method's quality. The processing size and
+sharpener steps are the model's own (``weights/model.json``) unless given.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from ..io.images import write_rgb
 from ..io.visualize import colorize_disparity, colorize_normals
-from .common import sharpen_steps
+from .common import report_settings, sharpen_steps
 
 log = logging.getLogger("lotus2.demo")
 
@@ -37,16 +38,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=6, help="frames to process after one warm-up (default 6)")
     p.add_argument("--width", type=int, default=640, help="camera width in px (default 640)")
     p.add_argument("--height", type=int, default=480, help="camera height in px (default 480)")
-    p.add_argument("--sharpen-steps", type=sharpen_steps, default=2, metavar="N",
-                   help="detail-sharpener steps per frame (default 2)")
+    p.add_argument("--sharpen-steps", type=sharpen_steps, default=None, metavar="N",
+                   help="detail-sharpener steps per refined frame (default: the model's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--seed", type=int, default=0, help="scene and tiny-model seed")
     p.add_argument("--model", type=Path, default=None, metavar="DIR",
                    help="folder with base_model/ and weights/ (default: the tiny random model)")
     p.add_argument("--process-res", type=int, default=None, metavar="R",
-                   help="cap on the long edge the model sees (default: the model's training size from "
-                        "MODEL/model.json when present, else 1024)")
+                   help="cap on the long edge the model sees (default: the model's, from "
+                        "MODEL/weights/model.json when present, else 1024)")
     p.add_argument("--engine-only", action="store_true", help="run the engine alone (no ROS), with stage timings")
     p.add_argument("--seconds", type=float, default=30.0, help="ROS graph: recording time (default 30)")
     p.add_argument("--rate-hz", type=float, default=2.0, help="ROS graph: camera rate (default 2 Hz)")
@@ -56,8 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from ..geometry import PinholeCamera
-    from ..model.engine import EngineConfig, Lotus2Engine
     from ..model.tiny import make_tiny_model
+    from ..perception.config import PerceptionConfig
+    from ..perception.export import FrameExporter
+    from ..perception.pipeline import load_pipeline
     from ..synthetic import make_indoor_scene, render_sequence
 
     if args.frames < 1:
@@ -68,29 +71,33 @@ def command(args: argparse.Namespace) -> int:
     if args.model is None and not (model_dir / "weights").is_dir():
         print(f"building the tiny model in {model_dir}")
         make_tiny_model(model_dir, seed=args.seed, force=True)
-    process_res = args.process_res or model_process_res(model_dir)
-    print(f"model {model_dir}: the model sees images with the long edge capped at {process_res} px")
+    model = dict(base_model=str(model_dir / "base_model"), weights=str(model_dir / "weights"), device=args.device,
+                 dtype=args.dtype)
+    if args.process_res:
+        model["process_res"] = args.process_res
+    if args.sharpen_steps:
+        model["sharpen_steps"] = args.sharpen_steps
     if not args.engine_only:
         from ..ros.demo_graph import run_graph
 
-        return run_graph(model_dir, out / "graph", seconds=args.seconds, width=args.width, height=args.height,
-                         rate_hz=args.rate_hz, device=args.device, dtype=args.dtype,
-                         sharpen_rate_hz=args.sharpen_rate_hz, metric=lidar_metric_params(), process_res=process_res)
+        return run_graph(model, out / "graph", seconds=args.seconds, width=args.width, height=args.height,
+                         rate_hz=args.rate_hz, sharpen_rate_hz=args.sharpen_rate_hz, metric=lidar_metric_params())
     t0 = time.perf_counter()
-    engine = Lotus2Engine.load(EngineConfig(model_dir / "base_model", model_dir / "weights",
-                                            tasks=("depth", "normal"), device=args.device, dtype=args.dtype,
-                                            process_res=process_res))
+    pipeline = load_pipeline(PerceptionConfig(**model, metric_source="none", require_camera_info=False,
+                                              publish_points=False, sharpen_enabled=args.sharpen_steps != 0))
     load_s = time.perf_counter() - t0
+    report_settings(pipeline)
+    print(f"model {model_dir}: {_settings_text(pipeline)}")
 
     camera = PinholeCamera.from_fov(args.width, args.height, hfov_deg=70.0)
     scene = make_indoor_scene(seed=args.seed)
     frames_dir = out / "frames"
-    frames_dir.mkdir(parents=True, exist_ok=True)
+    exporter = FrameExporter(frames_dir)
     per_stage: dict[str, list[float]] = {}
     totals = []
     for i, frame in enumerate(render_sequence(scene, camera, num_frames=args.frames + 1, rate_hz=10.0)):
         t_start = time.perf_counter()
-        pred = engine.predict(frame.rgb, sharpen_steps=args.sharpen_steps)[0]
+        pred = pipeline.predict(frame.rgb, stamp_ns=frame.stamp_ns, frame_id="camera")
         total = (time.perf_counter() - t_start) * 1e3
         if i == 0:
             continue  # warm-up: first-call allocations and lazy initialisation
@@ -98,30 +105,21 @@ def command(args: argparse.Namespace) -> int:
         for k, v in pred.timings_ms.items():
             per_stage.setdefault(k, []).append(v)
         stem = f"frame_{i:03d}"
+        exporter.export(pred, stem=stem)
         write_rgb(frames_dir / f"{stem}_rgb.png", frame.rgb)
-        write_rgb(frames_dir / f"{stem}_depth.png", colorize_disparity(pred.disparity))
-        write_rgb(frames_dir / f"{stem}_normal.png", colorize_normals(pred.normals))
         write_rgb(frames_dir / f"{stem}_gt_depth.png", colorize_disparity(1.0 / frame.depth_m))
         write_rgb(frames_dir / f"{stem}_gt_normal.png", colorize_normals(frame.normals))
-        np.save(frames_dir / f"{stem}_depth.npy", pred.disparity)
-        np.save(frames_dir / f"{stem}_normal.npy", pred.normals)
 
-    print(report(engine, per_stage, totals, args, load_s))
+    print(report(pipeline, per_stage, totals, args, load_s))
     print(f"wrote {len(totals)} frames of RGB, predictions and ground truth to {frames_dir}")
     return 0
 
 
-def model_process_res(model_dir: Path) -> int:
-    """The processing cap a model folder asks for (``model.json``: ``{"process_res": R}``), else 1024.
-
-    A small model trained at one resolution (the demo model: 160x128) is only meaningful near it.
-    """
-    import json
-
-    info = model_dir / "model.json"
-    if info.is_file():
-        return int(json.loads(info.read_text())["process_res"])
-    return 1024
+def _settings_text(pipeline) -> str:
+    s = pipeline.backend.info.settings
+    cap = f"the long edge capped at {s.process_res} px" if s.process_res else "full resolution"
+    return (f"the model sees images with {cap}, {pipeline.refine_steps} sharpener step(s) per refined frame"
+            f"{' (its own defaults: ' + pipeline.backend.info.source + ')' if s.notes else ''}")
 
 
 def lidar_metric_params() -> dict:
@@ -132,23 +130,25 @@ def lidar_metric_params() -> dict:
                 lidar_extrinsic=[float(v) for v in np.asarray(DEFAULT_T_CAMERA_LIDAR).ravel()])
 
 
-def report(engine, per_stage: dict[str, list[float]], totals: list[float], args, load_s: float) -> str:
+def report(pipeline, per_stage: dict[str, list[float]], totals: list[float], args, load_s: float) -> str:
     med = {k: statistics.median(v) for k, v in per_stage.items()}
-    steps = args.sharpen_steps
+    steps = pipeline.refine_steps
+    engine = pipeline.backend
     lines = [
-        f"Lotus-2 engine demo: {'model ' + str(args.model) if args.model else 'tiny random model'}, {args.width}x{args.height} synthetic frames "
-        f"(processed at {args.height}x{args.width} or smaller), device {engine.device}, {args.dtype}, "
-        f"depth + normal, {steps} sharpener step(s); median of {len(totals)} frames",
+        f"Lotus-2 pipeline demo: {'model ' + str(args.model) if args.model else 'tiny random model'}, "
+        f"{args.width}x{args.height} synthetic frames (processed at {args.height}x{args.width} or smaller), "
+        f"device {engine.device}, {args.dtype}, depth + normal, {steps} sharpener step(s); median of "
+        f"{len(totals)} frames",
         f"  model load                {load_s * 1e3:9.1f} ms",
         f"  preprocess                {med.get('preprocess', 0):9.1f} ms",
         f"  encode (VAE, shared)      {med.get('encode', 0):9.1f} ms",
     ]
-    for task in ("depth", "normal"):
+    for task in pipeline.tasks:
         lines += [
             f"  core {task:<7}              {med[f'core_{task}']:9.1f} ms",
             f"  LCM {task:<7}               {med[f'lcm_{task}']:9.1f} ms",
             f"  sharpen {task:<7} per step  {med[f'sharpen_{task}'] / steps if steps else 0:9.1f} ms",
-            f"  decode {task:<7}            {med[f'decode_{task}']:9.1f} ms",
+            f"  decode {task:<7}            {med.get(f'decode_{task}', 0):9.1f} ms",
             f"  post-process {task:<7}      {med[f'postprocess_{task}']:9.1f} ms",
         ]
     lines.append(f"  whole frame               {statistics.median(totals):9.1f} ms")

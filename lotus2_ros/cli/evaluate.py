@@ -13,8 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..model.weights import TASKS
-from .common import add_engine_arguments, engine_config
+from .common import add_model_arguments, add_task_argument, offline_config, report_settings
 
 log = logging.getLogger("lotus2.evaluate")
 
@@ -27,9 +26,8 @@ def _named_path(text: str) -> tuple[str, Path]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_engine_arguments(p, required=False)
-    p.set_defaults(process_res=0)  # the paper's evaluation runs at the input resolution
-    p.add_argument("--task", choices=TASKS, action="append", help="depth and/or normal (repeat; default depth)")
+    add_model_arguments(p, required=False)
+    add_task_argument(p)
     p.add_argument("--depth-dataset", type=_named_path, action="append", default=[], metavar="NAME=PATH",
                    help="nyuv2|kitti|eth3d|scannet|diode = folder or .tar in Marigold's layout")
     p.add_argument("--depth-list", type=_named_path, action="append", default=[], metavar="NAME=FILE",
@@ -47,22 +45,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    from ..perception.config import ConfigError
+    from ..perception.pipeline import load_pipeline
     from ..train import eval_data
     from ..train.evaluate import (
         constant_predictor,
-        engine_predictor,
         evaluate_depth,
         evaluate_normals,
+        pipeline_predictor,
         results_table,
         write_results,
     )
 
-    tasks = tuple(dict.fromkeys(args.task or ["depth"]))
     if not (args.depth_dataset or args.normal_dataset or args.synthetic):
         log.error("nothing to evaluate: give --depth-dataset, --normal-dataset and/or --synthetic N")
         return 2
-    if args.baseline is None and (args.base_model is None or args.weights is None):
-        log.error("give --base-model and --weights (or --baseline constant)")
+    if args.baseline is None and args.weights is None:
+        log.error("give the model (--weights, and --base-model for Lotus-2) or --baseline constant")
         return 2
     try:
         sw, sh = (int(v) for v in args.synthetic_size.lower().split("x"))
@@ -71,17 +70,20 @@ def command(args: argparse.Namespace) -> int:
         return 2
     if args.baseline:
         name = args.name or args.baseline
+        tasks = tuple(dict.fromkeys(args.task or ["depth"]))
         predictors = {t: constant_predictor(t) for t in tasks}
     else:
-        from ..model.engine import Lotus2Engine
-
+        if args.process_res is None and _published_protocol_resolution(args):
+            args.process_res = 0  # no model.json: the published protocols run at the input resolution
         try:
-            engine = Lotus2Engine.load(engine_config(args, tasks))
-        except (FileNotFoundError, ValueError) as err:
+            pipeline = load_pipeline(offline_config(args, publish_colorized=False))
+        except (ConfigError, FileNotFoundError, ValueError) as err:
             log.error("cannot load the model: %s", err)
             return 2
+        report_settings(pipeline)
         name = args.name or Path(args.weights).name
-        predictors = {t: engine_predictor(engine, t, args.sharpen_steps) for t in tasks}
+        tasks = pipeline.tasks
+        predictors = {t: pipeline_predictor(pipeline, t) for t in tasks}
 
     lists = {"depth": dict(args.depth_list), "normal": dict(args.normal_list)}
     results = []
@@ -110,3 +112,18 @@ def command(args: argparse.Namespace) -> int:
     js, cs = write_results(results, args.output)
     print(f"wrote {js} and {cs}")
     return 0
+
+
+def _published_protocol_resolution(args: argparse.Namespace) -> bool:
+    """True when the model states no processing size of its own (no ``model.json`` value).
+
+    The official evaluation runs the release at the input resolution; a model trained at one
+    size (the demo model: 160 px) is evaluated at that size, as every other front end runs it.
+    """
+    from ..model.spec import FAMILY_DEFAULTS, read_model_defaults
+
+    try:
+        defaults = read_model_defaults(args.backend or "lotus2", args.weights)
+    except ValueError:
+        return False  # the load reports it
+    return defaults.source == FAMILY_DEFAULTS[args.backend or "lotus2"].source

@@ -12,7 +12,8 @@ SUBCOMMANDS = {
     "predict": ("predict", "depth / normals for image files"),
     "process-bag": ("process_bag", "run the perception pipeline over a ROS 2 bag into a new bag"),
     "process-bags": ("process_bag", "process many bags, shared between launcher processes (one GPU each)"),
-    "demo": ("demo", "run the engine with the tiny model on a synthetic sequence"),
+    "demo": ("demo", "the product on a synthetic camera + LiDAR: the node graph (or --engine-only, the pipeline "
+                     "alone) with a model folder or a tiny random model"),
     "make-tiny-model": ("models", "write a random tiny model in the official layout"),
     "export-prompt-embeds": ("models", "compute the empty-prompt embeddings once"),
     "train-core": ("train", "train the core predictor + LCM (LoRA or full fine-tune)"),

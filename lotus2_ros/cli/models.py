@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..model.engine import DTYPES
+from ..model.spec import DTYPE_NAMES
 
 log = logging.getLogger("lotus2.models")
 
@@ -33,13 +33,14 @@ def add_export_prompt_embeds_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-model", type=Path, required=True, metavar="DIR",
                    help="FLUX.1-dev folder with text_encoder*/ and tokenizer*/")
     p.add_argument("--weights", type=Path, required=True, metavar="DIR", help="Lotus-2 weights folder to write into")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32",
                    help="encoder precision (bf16 as the official inference runs; fp32 default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--force", action="store_true", help="overwrite an existing, different file")
 
 
 def export_prompt_embeds_command(args: argparse.Namespace) -> int:
+    from ..model.backend import DTYPES
     from ..model.prompt_embeds import export_prompt_embeds
 
     try:

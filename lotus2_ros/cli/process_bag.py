@@ -22,8 +22,8 @@ from typing import Any
 
 from ..bag.errors import BagError, Interrupted
 from ..bag.writer import STORAGES
-from ..model.engine import DTYPES, MAX_SHARPEN_STEPS
 from ..perception.config import ConfigError, PerceptionConfig
+from .common import add_model_arguments, model_overrides
 
 log = logging.getLogger("lotus2.process_bag")
 
@@ -57,11 +57,7 @@ def add_process_bags_arguments(p: argparse.ArgumentParser) -> None:
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, metavar="YAML",
                    help="the node's parameter file (config/perception.yaml); defaults otherwise")
-    p.add_argument("--base-model", type=Path, metavar="DIR", help="FLUX.1-dev folder (overrides base_model)")
-    p.add_argument("--weights", type=Path, metavar="DIR", help="Lotus-2 weights folder (overrides weights)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides device; under a launcher cuda means "
-                                    "cuda:$LOCAL_RANK)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), help="model precision (overrides dtype)")
+    add_model_arguments(p, required=False, defaults=False)  # each overrides the --config value
     p.add_argument("--image-topic", metavar="T", help="Image or CompressedImage topic (default: the bag's only one)")
     p.add_argument("--camera-info-topic", metavar="T",
                    help="CameraInfo topic (default: the only one, or <image namespace>/camera_info)")
@@ -71,9 +67,6 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     reference.add_argument("--depth-ref-topic", metavar="T",
                            help="sparse metric depth Image registered to the camera (32FC1 m or 16UC1 mm, e.g. "
                                 "RGB-D or stereo) as the metric reference (sets metric_source depth_image)")
-    p.add_argument("--sharpen-steps", type=_sharpen_steps, metavar="N",
-                   help=f"detail-sharpener steps per frame, 0 (off) to {MAX_SHARPEN_STEPS} "
-                        "(default: the config's sharpen_steps; every frame is sharpened offline)")
     p.add_argument("--sharpen-every", type=_non_negative, default=1, metavar="K",
                    help="sharpen every K-th frame only (default 1: all; 0: none)")
     p.add_argument("--refined-only", action="store_true",
@@ -85,13 +78,6 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output (once the new one is complete)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _sharpen_steps(text: str) -> int:
-    n = int(text)
-    if not 0 <= n <= MAX_SHARPEN_STEPS:
-        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_SHARPEN_STEPS}, got {n}")
-    return n
 
 
 def _non_negative(text: str) -> int:
@@ -106,21 +92,13 @@ def build_config(args: argparse.Namespace, device: str | None = None) -> Percept
     """The run's configuration: ``--config`` (or the defaults) with the command-line overrides."""
     from ..bag.config_file import load_perception_config
 
-    overrides: dict[str, Any] = {}
-    for name in ("base_model", "weights"):
-        if getattr(args, name) is not None:
-            overrides[name] = str(getattr(args, name))
-    if (device or args.device) is not None:
-        overrides["device"] = device or args.device
-    if args.dtype is not None:
-        overrides["dtype"] = args.dtype
+    overrides = model_overrides(args)
+    if device is not None:
+        overrides["device"] = device
     config = load_perception_config(args.config, **overrides) if args.config else PerceptionConfig(**overrides)
     if args.depth_ref_topic is not None:
         config = config.replace(metric_source="depth_image")
-    if args.sharpen_steps is not None:
-        n = args.sharpen_steps
-        config = config.replace(sharpen_enabled=n > 0, sharpen_steps=n if n > 0 else config.sharpen_steps)
-    if not config.base_model or not config.weights:
+    if not config.weights or (config.backend == "lotus2" and not config.base_model):
         raise ConfigError("name the model with --base-model and --weights (or base_model / weights in --config)")
     return config
 
@@ -136,22 +114,6 @@ def options_for(args: argparse.Namespace, config: PerceptionConfig, input_bag: P
         copy_inputs=not args.no_copy_inputs, output_prefix=args.output_prefix or DEFAULT_OUTPUT_PREFIX,
         export_dir=export_dir, force=args.force, resume=args.resume,
         progress=not args.no_progress and sys.stderr.isatty())
-
-
-def load_engine(config: PerceptionConfig):
-    """The engine for ``config`` (tasks, precision, sharpener), as the node loads it."""
-    import torch
-
-    from ..model.engine import EngineConfig, Lotus2Engine
-
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {config.device!r} requested but torch sees no CUDA GPU; pass --device cpu")
-    if getattr(config, "torch_threads", 0):
-        torch.set_num_threads(config.torch_threads)
-    return Lotus2Engine.load(EngineConfig(
-        base_model=Path(config.base_model), weights=Path(config.weights), tasks=tuple(config.tasks),
-        device=config.device, dtype=config.dtype, process_res=config.process_res,
-        load_sharpener=config.sharpen_enabled))
 
 
 class StopOnSignal:
@@ -209,12 +171,13 @@ def _run_one(options, engine, stop: StopOnSignal) -> int:
 # ---------------------------------------------------------------------------- process-bag
 def command(args: argparse.Namespace) -> int:
     from ..bag.processor import plan_bag_run
+    from ..perception.pipeline import load_model
 
     try:
         config = build_config(args)
         options = options_for(args, config, args.input_bag, args.output_bag, args.export_dir)
         plan_bag_run(options)  # fail on a bad bag or topic before the (slow) model load
-        engine = load_engine(config)
+        engine = load_model(config)
     except (BagError, ConfigError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return EXIT_USAGE
@@ -226,6 +189,7 @@ def command(args: argparse.Namespace) -> int:
 def process_bags_command(args: argparse.Namespace) -> int:
     from ..bag.journal import partial_path
     from ..bag.shard import assign_bags, device_for, shard_from_env
+    from ..perception.pipeline import load_model
 
     try:
         shard = shard_from_env(index=args.shard_index, count=args.num_shards)
@@ -252,7 +216,7 @@ def process_bags_command(args: argparse.Namespace) -> int:
     if not todo:
         return 0
     try:
-        engine = load_engine(config)
+        engine = load_model(config)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return EXIT_USAGE

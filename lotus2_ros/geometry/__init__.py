@@ -4,6 +4,7 @@ numpy/opencv only: never imports rclpy or torch. Each submodule owns one idea an
 public names in ``__all__``; this package re-exports them.
 """
 
+from lotus2_ros.geometry.calibration import CameraCalibration, Roi
 from lotus2_ros.geometry.camera import (
     PinholeCamera,
     depth_to_points,
@@ -32,8 +33,12 @@ from lotus2_ros.geometry.temporal_filter import (
     ScaleShiftFilter,
     fit_disagreement,
 )
+from lotus2_ros.geometry.transforms import rigid_transform
 
 __all__ = [
+    # calibration.py
+    "CameraCalibration",
+    "Roi",
     # camera.py
     "PinholeCamera",
     "depth_to_points",
@@ -62,4 +67,6 @@ __all__ = [
     "ScaleFilterConfig",
     "ScaleShiftFilter",
     "fit_disagreement",
+    # transforms.py
+    "rigid_transform",
 ]

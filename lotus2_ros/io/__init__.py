@@ -6,13 +6,7 @@ build outgoing messages through a types provider (:func:`rosbags_types` here,
 :class:`MessageError` (a ``ValueError``) naming the field and the bad value.
 """
 
-from lotus2_ros.io.camera_info import (
-    CameraCalibration,
-    Roi,
-    build_camera_info,
-    camera_info_to_calibration,
-    check_image_matches,
-)
+from lotus2_ros.io.camera_info import build_camera_info, camera_info_to_calibration, check_image_matches
 from lotus2_ros.io.errors import MessageError
 from lotus2_ros.io.image_msgs import (
     DEPTH_ENCODINGS,
@@ -39,8 +33,6 @@ from lotus2_ros.io.stamps import build_header, copy_header, header_stamp_ns, ns_
 
 __all__ = [
     # camera_info.py
-    "CameraCalibration",
-    "Roi",
     "build_camera_info",
     "camera_info_to_calibration",
     "check_image_matches",

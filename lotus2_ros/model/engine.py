@@ -1,29 +1,29 @@
-"""The Lotus-2 inference engine: one FLUX transformer, per-task adapters, separately callable stages.
+"""The Lotus-2 backend: one FLUX transformer, per-task adapters, separately callable stages.
 
-Stages (each a method; none of them turns off autograd — :meth:`Lotus2Engine.predict` does):
+Stages (the :class:`~lotus2_ros.model.backend.ModelBackend` interface plus Lotus-2's own parts;
+none turns off autograd — the perception pipeline's inference wrappers do):
 
 1. :meth:`~Lotus2Engine.preprocess` uint8 RGB → ``[B,3,h,w]`` in ``[-1,1]`` at the processing size
 2. :meth:`~Lotus2Engine.encode` VAE posterior **mode** → ``(z − shift) · scale`` ``[B,16,h/8,w/8]``
 3. :meth:`~Lotus2Engine.core` pack 2×2 → one transformer forward with the task's core adapter
    (``timestep = 1/1000``, guidance 3.5 if the transformer embeds guidance) → unpack
 4. :meth:`~Lotus2Engine.lcm` the task's Local Continuity Module
-5. :meth:`~Lotus2Engine.sharpen` (optional) N FlowMatch Euler steps with the sharpener adapter
+   (:meth:`~Lotus2Engine.predict` = 3 + 4 for each task: the per-frame prediction)
+5. :meth:`~Lotus2Engine.iter_sharpen` N FlowMatch Euler steps with the sharpener adapter
+   (:meth:`~Lotus2Engine.iter_refine`: the refinement, one forward per step)
 6. :meth:`~Lotus2Engine.decode` unscale → VAE decode → ``[0,1]``
-7. :meth:`~Lotus2Engine.to_disparity` / :meth:`~Lotus2Engine.to_normals` → numpy at input size
+7. :meth:`~Lotus2Engine.to_depth` / :meth:`~Lotus2Engine.to_normals` → numpy at the output size
 
 This follows the official Lotus-2 inference step by step, with one deliberate deviation: the
 VAE encoder's posterior mode is used instead of a random sample, so a frame always gives the
 same prediction. Depth and normal share the base transformer and VAE; each task adds two LoRA
-adapters and an LCM.
+adapters and an LCM. The base model is read by :func:`load_flux_base`, which the trainer uses too.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -31,55 +31,20 @@ import numpy as np
 import torch
 
 from ..geometry.normals import planar_model_to_optical
-from ..prediction import Prediction
+from .backend import DTYPES, BackendConfig, ModelBackend, ModelInfo, StageTimer
 from .latents import FlowSchedule, image_position_ids, pack_latents, text_position_ids, unpack_latents
 from .lcm import LocalContinuityModule
-from .prompt_embeds import load_prompt_embeds
-from .resize import DEFAULT_PROCESS_RES, decoded_to_unit, images_to_tensor, resize_bilinear, resize_for_model
-from .weights import TASKS, TaskWeightFiles, WeightsError, activate_adapter, attach_lora, load_lcm
+from .prompt_embeds import PromptEmbeds, load_prompt_embeds
+from .resize import decoded_to_unit, images_to_tensor, resize_bilinear, resize_for_model
+from .spec import MAX_REFINE_STEPS, ModelSettings, resolve_model_request
+from .weights import TaskWeightFiles, WeightsError, activate_adapter, attach_lora, load_lcm
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: The official pipeline passes ``timestep_core_predictor / 1000`` with ``timestep_core_predictor = 1``.
 CORE_TIMESTEP = 1
 DEFAULT_GUIDANCE = 3.5
-MAX_SHARPEN_STEPS = 10
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How to build a :class:`Lotus2Engine`.
-
-    Attributes:
-        base_model: FLUX.1-dev folder in diffusers layout (``transformer/``, ``vae/``, ``scheduler/``).
-        weights: Folder with the official Lotus-2 files and the exported prompt embeddings.
-        tasks: Which of ``("depth", "normal")`` to load (each adds two adapters and an LCM).
-        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` for every module.
-        process_res: Cap on the long edge in pixels (``None``: no cap); never upscales.
-        load_sharpener: Load the detail-sharpener adapters (skip to save memory if never sharpening).
-        guidance_scale: Guidance value fed to guidance-distilled transformers (FLUX.1-dev).
-    """
-
-    base_model: Path
-    weights: Path
-    tasks: tuple[str, ...] = ("depth",)
-    device: str = "cpu"
-    dtype: str = "fp32"
-    process_res: int | None = DEFAULT_PROCESS_RES
-    load_sharpener: bool = True
-    guidance_scale: float = DEFAULT_GUIDANCE
-
-    def __post_init__(self):
-        if not self.tasks or any(t not in TASKS for t in self.tasks) or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
-        if self.process_res is not None and self.process_res < 16:
-            raise ValueError(f"process_res must be >= 16 or None, got {self.process_res}")
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+MAX_SHARPEN_STEPS = MAX_REFINE_STEPS
 
 
 def _check_folder(path: Path, what: str, required: tuple[str, ...]) -> None:
@@ -91,99 +56,130 @@ def _check_folder(path: Path, what: str, required: tuple[str, ...]) -> None:
 
 
 @dataclass
-class StageTimer:
-    """Wall-clock stage timings in ms; synchronises CUDA so GPU time is attributed correctly."""
+class FluxBase:
+    """The frozen parts of a FLUX.1-dev folder Lotus-2 builds on."""
 
-    device: torch.device
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def __call__(self, name: str):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t0 = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.timings_ms[name] = self.timings_ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    schedule: FlowSchedule
 
 
-class Lotus2Engine:
+def load_flux_base(base_model: Path, dtype: torch.dtype, device: torch.device | str = "cpu") -> FluxBase:
+    """Load the transformer, VAE and flow schedule of a FLUX.1-dev folder (local only), frozen.
+
+    The one loader of the base model: inference (:meth:`Lotus2Engine.load`) and training use it.
+
+    Raises:
+        FileNotFoundError: The folder or one of ``transformer/``, ``vae/``, ``scheduler/`` is missing.
+        WeightsError: The transformer does not fit the VAE (``in_channels != 4 x latent_channels``).
+    """
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+
+    base = Path(base_model).expanduser()
+    _check_folder(base, "base model (FLUX.1-dev, diffusers layout)", ("transformer", "vae", "scheduler"))
+    transformer = FluxTransformer2DModel.from_pretrained(base / "transformer", torch_dtype=dtype,
+                                                         local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=dtype, local_files_only=True)
+    if transformer.config.in_channels != 4 * vae.config.latent_channels:
+        raise WeightsError(f"{base}: transformer in_channels {transformer.config.in_channels} != 4 x VAE "
+                           f"latent_channels {vae.config.latent_channels}")
+    transformer.requires_grad_(False).to(device)
+    vae.requires_grad_(False).to(device)
+    return FluxBase(transformer, vae, FlowSchedule.from_scheduler_dir(base / "scheduler"))
+
+
+def load_flux_prompt(weights: Path, transformer: torch.nn.Module) -> PromptEmbeds:
+    """The cached empty-prompt embeddings in ``weights``, checked against ``transformer``'s widths."""
+    return load_prompt_embeds(weights, joint_attention_dim=transformer.config.joint_attention_dim,
+                              pooled_projection_dim=transformer.config.pooled_projection_dim)
+
+
+class Lotus2Engine(ModelBackend):
     """Lotus-2 depth / normal prediction with a shared FLUX transformer.
 
-    Build with :meth:`load`. Stage methods take and return tensors on ``self.device`` and never
-    disable autograd, so the trainer can call them; :meth:`predict` is the inference wrapper.
+    Build with :meth:`load` (or around training modules with the constructor). Stage methods take
+    and return tensors on ``self.device`` and never disable autograd.
     """
 
-    def __init__(self, config: EngineConfig, transformer, vae, lcms: dict[str, LocalContinuityModule],
-                 prompt_embeds, schedule: FlowSchedule, sharpener_tasks: tuple[str, ...]):
-        self.config = config
-        self.device = torch.device(config.device)
-        self.dtype = DTYPES[config.dtype]
+    def __init__(self, transformer, vae, lcms: dict[str, LocalContinuityModule], prompt_embeds: PromptEmbeds,
+                 schedule: FlowSchedule, *, info: ModelInfo, device: torch.device | str, dtype: torch.dtype,
+                 guidance_scale: float = DEFAULT_GUIDANCE):
+        self.info = info
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.guidance_scale = guidance_scale
         self.transformer = transformer
         self.vae = vae
         self.lcms = lcms
         self.prompt = prompt_embeds
         self.schedule = schedule
-        self.sharpener_tasks = sharpener_tasks
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.latent_channels = int(vae.config.latent_channels)
         self._active_adapter: str | None = None
         self._txt_ids = text_position_ids(prompt_embeds.prompt_embeds.shape[1], self.device, self.dtype)
 
+    @property
+    def sharpener_tasks(self) -> tuple[str, ...]:
+        return self.info.refine_tasks
+
+    @property
+    def process_res(self) -> int | None:
+        return self.info.settings.process_res
+
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, config: EngineConfig) -> "Lotus2Engine":
+    def load(cls, config: BackendConfig) -> "Lotus2Engine":
         """Load the base model and the Lotus-2 files named by ``config`` (local folders only).
+
+        Tasks, processing cap and sharpener steps left ``None`` come from the weights folder's
+        ``model.json`` or, without one, the official defaults (:mod:`lotus2_ros.model.spec`).
 
         Raises:
             FileNotFoundError: A folder or file is missing (the message names it).
             WeightsError: A weight file does not fit the base model (names file, key, shapes).
+            ValueError: A requested task has no weights in the folder.
         """
-        from diffusers import AutoencoderKL, FluxTransformer2DModel
-
-        base, weights = Path(config.base_model), Path(config.weights)
-        _check_folder(base, "base model (FLUX.1-dev, diffusers layout)", ("transformer", "vae", "scheduler"))
-        if not weights.is_dir():
-            raise FileNotFoundError(f"Lotus-2 weights folder not found: {weights}")
-        files = {task: TaskWeightFiles.in_folder(weights, task) for task in config.tasks}
-        for f in files.values():
-            if config.load_sharpener:
+        if config.base_model is None:
+            raise ValueError("the Lotus-2 backend needs the FLUX.1-dev folder (base_model / --base-model)")
+        weights = config.weights
+        defaults, settings = resolve_model_request(
+            "lotus2", weights, tasks=config.tasks, process_res=config.process_res, no_cap=config.full_resolution,
+            refine_steps=config.refine_steps)
+        files = {task: TaskWeightFiles.in_folder(weights, task) for task in settings.tasks}
+        for task, f in files.items():  # name every missing file of a task to load
+            if config.load_refiner:
                 f.check_exist()
             elif not (f.core_predictor.is_file() and f.lcm.is_file()):
-                raise WeightsError(f"missing Lotus-2 {f.task} core predictor or LCM file in {weights}")
+                raise WeightsError(f"missing Lotus-2 {task} core predictor or LCM file in {weights}")
         dtype, device = DTYPES[config.dtype], torch.device(config.device)
 
-        transformer = FluxTransformer2DModel.from_pretrained(
-            base / "transformer", torch_dtype=dtype, local_files_only=True)
-        transformer.requires_grad_(False).to(device)
-        vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=dtype, local_files_only=True)
-        vae.requires_grad_(False).to(device)
-        if transformer.config.in_channels != 4 * vae.config.latent_channels:
-            raise WeightsError(f"{base}: transformer in_channels {transformer.config.in_channels} != 4 x VAE "
-                               f"latent_channels {vae.config.latent_channels}")
-        prompt = load_prompt_embeds(
-            weights, joint_attention_dim=transformer.config.joint_attention_dim,
-            pooled_projection_dim=transformer.config.pooled_projection_dim).to(device, dtype)
-        schedule = FlowSchedule.from_scheduler_dir(base / "scheduler")
-
+        base = load_flux_base(config.base_model, dtype, device)
+        transformer, vae = base.transformer, base.vae
+        prompt = load_flux_prompt(weights, transformer).to(device, dtype)
         lcms = {}
         for task, f in files.items():
             attach_lora(transformer, f.core_predictor, f"{task}_core")
-            if config.load_sharpener:
+            if config.load_refiner:
                 attach_lora(transformer, f.detail_sharpener, f"{task}_sharpener")
             lcms[task] = load_lcm(f.lcm, vae.config.latent_channels).to(device=device, dtype=dtype)
         transformer.eval()
         vae.eval()
-        sharpener_tasks = config.tasks if config.load_sharpener else ()
-        log.info("Lotus-2 engine ready: tasks=%s device=%s dtype=%s", config.tasks, device, config.dtype)
-        return cls(config, transformer, vae, lcms, prompt, schedule, sharpener_tasks)
+        if not config.load_refiner:
+            settings = ModelSettings(settings.tasks, settings.process_res, 0, settings.notes)
+        info = ModelInfo(family="lotus2", settings=settings, depth_output=defaults.depth_output,
+                         refinement="sharpen", refine_tasks=settings.tasks if config.load_refiner else (),
+                         source=defaults.source)
+        for note in settings.notes:
+            log.info("Lotus-2: %s", note)
+        log.info("Lotus-2 engine ready: tasks=%s device=%s dtype=%s", settings.tasks, device, config.dtype)
+        return cls(transformer, vae, lcms, prompt, base.schedule, info=info, device=device, dtype=dtype,
+                   guidance_scale=config.guidance_scale)
 
     # ------------------------------------------------------------------ stages
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 RGB ``[H,W,3]`` / ``[B,H,W,3]`` → ``[B,3,h,w]`` in ``[-1,1]`` at the processing size."""
         rgb = images_to_tensor(images, self.device)  # [B,3,H,W] float32
-        return resize_for_model(rgb, self.config.process_res).to(self.dtype)  # [B,3,h,w]
+        return resize_for_model(rgb, self.process_res).to(self.dtype)  # [B,3,h,w]
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """``[B,3,h,w]`` in ``[-1,1]`` → scaled latent ``[B,C,h/8,w/8]`` (posterior mode)."""
@@ -256,6 +252,10 @@ class Lotus2Engine:
         z = latents.to(self.dtype) / self.vae.config.scaling_factor + self.vae.config.shift_factor
         return decoded_to_unit(self.vae.decode(z, return_dict=False)[0])
 
+    def to_depth(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
+        """``[B,3,h,w]`` in ``[0,1]`` → affine-invariant disparity ``[B,H,W]`` float32 (channel mean)."""
+        return self.to_disparity(decoded, out_hw)
+
     @staticmethod
     def to_disparity(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
         """``[B,3,h,w]`` in ``[0,1]`` → affine-invariant disparity ``[B,H,W]`` float32 (channel mean)."""
@@ -265,85 +265,35 @@ class Lotus2Engine:
     @staticmethod
     def to_normals(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
         """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` in the ROS optical frame."""
-        # The decoder's channel planes go in as they are: the arithmetic runs plane by plane on
-        # contiguous memory and only the final divide writes the interleaved [B,H,W,3] result.
-        unit = resize_bilinear(decoded, out_hw).cpu().numpy()  # [B,3,H,W]
-        return planar_model_to_optical(unit)  # [B,H,W,3]
+        return decoded_to_optical_normals(decoded, out_hw)
 
-    # ------------------------------------------------------------------ composite stages
-    def check_request(self, tasks: tuple[str, ...], sharpen_steps: int) -> None:
-        """Raise ValueError if ``tasks`` are not loaded or ``sharpen_steps`` cannot be run."""
-        unknown = [t for t in tasks if t not in self.lcms]
-        if not tasks or unknown:
-            raise ValueError(f"tasks {unknown or list(tasks)} are not loaded (loaded: {tuple(self.lcms)})")
-        if not 0 <= sharpen_steps <= MAX_SHARPEN_STEPS:
-            raise ValueError(f"sharpen_steps must be in 0..{MAX_SHARPEN_STEPS}, got {sharpen_steps}")
-        if sharpen_steps and any(t not in self.sharpener_tasks for t in tasks):
-            raise ValueError("sharpen_steps > 0 but the detail sharpener was not loaded")
-
-    def coarse_latents(self, rgb: torch.Tensor, tasks: tuple[str, ...],
-                       timer: "StageTimer | None" = None) -> dict[str, torch.Tensor]:
-        """Encode once, then core predictor + LCM per task: ``{task: [B,C,h/8,w/8]}``."""
+    # ------------------------------------------------------------------ the backend interface
+    def predict(self, cond: torch.Tensor, tasks: tuple[str, ...],
+                timer: StageTimer | None = None) -> dict[str, torch.Tensor]:
+        """Core predictor + LCM per task on the encoded image: ``{task: [B,C,h/8,w/8]}``."""
         timer = timer or StageTimer(self.device)
-        with timer("encode"):
-            latents = self.encode(rgb)  # [B,C,h/8,w/8]
-        coarse = {}
+        out = {}
         for task in tasks:
             with timer(f"core_{task}"):
-                out = self.core(latents, task)
+                z = self.core(cond, task)
             with timer(f"lcm_{task}"):
-                coarse[task] = self.lcm(out, task)
-        return coarse
+                out[task] = self.lcm(z, task)
+        return out
 
-    def finish(self, latents: dict[str, torch.Tensor], out_hw: tuple[int, int],
-               timer: "StageTimer | None" = None) -> dict[str, np.ndarray]:
-        """Decode and post-process per task: depth → ``[B,H,W]`` disparity, normal → ``[B,H,W,3]``."""
+    def iter_refine(self, cond: torch.Tensor, latents: dict[str, torch.Tensor], num_steps: int,
+                    timer: StageTimer | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """The detail sharpener, task after task, one Euler step (one transformer forward) per item."""
         timer = timer or StageTimer(self.device)
-        outputs = {}
-        for task, z in latents.items():
-            with timer(f"decode_{task}"):
-                decoded = self.decode(z)  # [B,3,h,w]
-            with timer(f"postprocess_{task}"):
-                conv = self.to_disparity if task == "depth" else self.to_normals
-                outputs[task] = conv(decoded, out_hw)
-        return outputs
-
-    # ------------------------------------------------------------------ inference
-    def predict(self, images: np.ndarray, tasks: tuple[str, ...] | None = None,
-                sharpen_steps: int = MAX_SHARPEN_STEPS) -> list[Prediction]:
-        """Run the whole chain on a batch of same-size images without autograd.
-
-        Args:
-            images: uint8 RGB ``[H,W,3]`` or ``[B,H,W,3]``.
-            tasks: Subset of the loaded tasks (default: all loaded).
-            sharpen_steps: Detail-sharpener steps, 0 (off) to 10 (the official default).
-
-        Returns:
-            One :class:`~lotus2_ros.prediction.Prediction` per image, at the input size.
-        """
-        if isinstance(tasks, str):
-            raise ValueError(f"tasks must be a tuple of task names, got the string {tasks!r}")
-        tasks = tuple(tasks or self.config.tasks)
-        self.check_request(tasks, sharpen_steps)
-        timer = StageTimer(self.device)
-        with torch.inference_mode():
-            with timer("preprocess"):
-                rgb = self.preprocess(images)  # [B,3,h,w]
-            latents = self.coarse_latents(rgb, tasks, timer)
-            for task in tasks:
-                with timer(f"sharpen_{task}"):
-                    latents[task] = self.sharpen(latents[task], task, sharpen_steps)
-            outputs = self.finish(latents, tuple(images.shape[-3:-1]), timer)
-        return [
-            Prediction(
-                disparity=outputs["depth"][i] if "depth" in outputs else None,
-                normals=outputs["normal"][i] if "normal" in outputs else None,
-                sharpen_steps={t: sharpen_steps for t in tasks},
-                process_hw=tuple(rgb.shape[-2:]),
-                timings_ms=dict(timer.timings_ms),
-            )
-            for i in range(rgb.shape[0])
-        ]
+        current = dict(latents)
+        for task in list(current):
+            steps = self.iter_sharpen(current[task], task, num_steps)
+            while True:
+                with timer(f"sharpen_{task}"):  # a forward stage
+                    z = next(steps, None)
+                if z is None:
+                    break
+                current[task] = z
+                yield dict(current)
 
     # ------------------------------------------------------------------ internals
     def _use_adapter(self, name: str) -> None:
@@ -355,7 +305,7 @@ class Lotus2Engine:
         b = tokens.shape[0]
         guidance = None
         if self.transformer.config.guidance_embeds:
-            guidance = torch.full([1], self.config.guidance_scale, device=self.device, dtype=torch.float32).expand(b)
+            guidance = torch.full([1], self.guidance_scale, device=self.device, dtype=torch.float32).expand(b)
         return self.transformer(
             hidden_states=tokens,
             timestep=timestep,
@@ -370,9 +320,12 @@ class Lotus2Engine:
 
     def describe(self) -> dict:
         """Model facts for logs and diagnostics."""
-        return {
-            "tasks": list(self.config.tasks), "device": str(self.device), "dtype": self.config.dtype,
-            "sharpener": list(self.sharpener_tasks), "process_res": self.config.process_res,
-            "transformer_params": sum(p.numel() for p in self.transformer.parameters()),
-        }
+        return {**super().describe(), "transformer_params": sum(p.numel() for p in self.transformer.parameters())}
 
+
+def decoded_to_optical_normals(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
+    """``[B,3,h,w]`` in ``[0,1]`` (Lotus normal coding) → unit normals ``[B,H,W,3]``, ROS optical frame."""
+    # The decoder's channel planes go in as they are: the arithmetic runs plane by plane on
+    # contiguous memory and only the final divide writes the interleaved [B,H,W,3] result.
+    unit = resize_bilinear(decoded, out_hw).cpu().numpy()  # [B,3,H,W]
+    return planar_model_to_optical(unit)  # [B,H,W,3]

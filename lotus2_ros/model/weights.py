@@ -24,8 +24,11 @@ import torch
 from torch import nn
 
 from .lcm import LocalContinuityModule
+from .spec import TASKS, TaskWeightFiles, WeightsError
 
-TASKS = ("depth", "normal")
+__all__ = ["TASKS", "OFFICIAL_LORA_TARGETS", "TaskWeightFiles", "WeightsError", "LoraSpec", "activate_adapter",
+           "attach_lora", "load_lcm", "read_state_dict"]
+
 
 #: Modules the official release puts LoRA on (matched as name suffixes, as peft does).
 OFFICIAL_LORA_TARGETS = (
@@ -33,39 +36,6 @@ OFFICIAL_LORA_TARGETS = (
     "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
     "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
 )
-
-
-class WeightsError(ValueError):
-    """A weight file is missing, unreadable or does not fit the model; the message says which."""
-
-
-@dataclass(frozen=True)
-class TaskWeightFiles:
-    """Paths of one task's three Lotus-2 files inside a weights folder."""
-
-    task: str
-    core_predictor: Path
-    detail_sharpener: Path
-    lcm: Path
-
-    @classmethod
-    def in_folder(cls, weights_dir: Path, task: str) -> "TaskWeightFiles":
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        d = Path(weights_dir)
-        return cls(
-            task=task,
-            core_predictor=d / f"lotus-2_core_predictor_{task}.safetensors",
-            detail_sharpener=d / f"lotus-2_detail_sharpener_{task}.safetensors",
-            lcm=d / f"lotus-2_lcm_{task}.safetensors",
-        )
-
-    def check_exist(self) -> None:
-        """Raise :class:`WeightsError` naming every missing file."""
-        missing = [p for p in (self.core_predictor, self.detail_sharpener, self.lcm) if not p.is_file()]
-        if missing:
-            names = ", ".join(str(p) for p in missing)
-            raise WeightsError(f"missing Lotus-2 {self.task} weight file(s): {names}")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -8,11 +8,13 @@ messages alike (the ``io`` converters are duck-typed); every malformed input rai
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from ..io.camera_info import CameraCalibration, camera_info_to_calibration, check_image_matches
+from ..geometry.calibration import CameraCalibration
+from ..io.camera_info import camera_info_to_calibration, check_image_matches
 from ..io.errors import MessageError
 from ..io.image_msgs import compressed_msg_to_rgb, image_msg_to_depth_m, image_msg_to_rgb
 from ..io.pointcloud import pointcloud2_to_xyz
@@ -28,6 +30,25 @@ ExtrinsicLookup = Callable[[str, str, int], "np.ndarray | None"]
 
 class MissingCameraInfo(MessageError):
     """An image arrived before any camera_info while one is required."""
+
+
+@dataclass
+class Assembly:
+    """What became of one image message (:meth:`FrameAssembler.try_assemble`).
+
+    Attributes:
+        frame: The frame to process, or None when the image was dropped.
+        dropped: Why it was dropped: ``"no_camera_info"`` (none yet while one is required) or
+            ``"bad_image"`` (malformed, or not matching the camera_info); None if not dropped.
+        reference: ``"unusable"`` (a reference was found but could not be used), ``"missing"``
+            (none within ``metric_max_offset_ms``) or None (paired, or no reference is configured).
+        error: The error behind ``dropped`` or ``reference == "unusable"`` (names the problem).
+    """
+
+    frame: Frame | None
+    dropped: str | None = None
+    reference: str | None = None
+    error: Exception | None = None
 
 
 class FrameAssembler:
@@ -76,6 +97,20 @@ class FrameAssembler:
         except MessageError as err:
             self.reference_error, reference = err, None
         return Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id, calibration=calibration, reference=reference)
+
+    def try_assemble(self, msg: Any, compressed: bool = False) -> Assembly:
+        """:meth:`assemble` that never raises on input: the node and the bag tool count the outcome."""
+        try:
+            frame = self.assemble(msg, compressed)
+        except MissingCameraInfo as err:
+            return Assembly(None, dropped="no_camera_info", error=err)
+        except (MessageError, ValueError) as err:
+            return Assembly(None, dropped="bad_image", error=err)
+        if self.reference_error is not None:
+            return Assembly(frame, reference="unusable", error=self.reference_error)
+        if frame.reference is None and self.config.metric_source in ("lidar", "depth_image"):
+            return Assembly(frame, reference="missing")
+        return Assembly(frame)
 
     def _reference(self, stamp_ns: int, frame_id: str) -> MetricReference | None:
         source = self.config.metric_source

@@ -4,6 +4,9 @@ Every field of :class:`PerceptionConfig` is one ROS parameter of ``perception_no
 same name, type, default, description and range (``lotus2_ros.ros.params`` declares them from
 this class), and ``config/perception.yaml`` mirrors the defaults (a test keeps them equal).
 Fields marked ``read_only`` (model, device, dtype, inputs) cannot change while the node runs.
+Model-intrinsic settings (``tasks``, ``process_res``, ``sharpen_steps``) default to "the model's
+own" (empty / 0), resolved when the model is loaded (:mod:`lotus2_ros.model.spec`). Importing this
+module never imports torch.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config_fields import ConfigError, param_field as _f, read_only_names, replace_validated, validate_fields
-from ..model.engine import DTYPES, MAX_SHARPEN_STEPS
-from ..model.weights import TASKS
+from ..config_fields import ConfigError, read_only_names, replace_validated, validate_fields
+from ..config_fields import param_field as _f
+from ..geometry.transforms import rigid_transform
+from ..model.spec import BACKENDS, DTYPE_NAMES, MAX_REFINE_STEPS, TASKS
+
+#: ``process_res`` values with a special meaning.
+PROCESS_RES_MODEL_DEFAULT, PROCESS_RES_NO_CAP = 0, -1
 
 
 @dataclass(frozen=True)
@@ -25,13 +32,15 @@ class PerceptionConfig:
     """Parameters of the perception pipeline (one ROS parameter each, same name)."""
 
     # --- model (fixed for the node's lifetime) --------------------------------------------
+    backend: str = _f("lotus2", "model family: lotus2 (FLUX.1-dev + Lotus-2 files)", read_only=True,
+                      choices=BACKENDS)
     base_model: str = _f("", "FLUX.1-dev folder in diffusers layout", read_only=True)
     weights: str = _f("", "folder with the Lotus-2 files and exported prompt embeddings", read_only=True)
     device: str = _f("cuda", "torch device: cpu, cuda or cuda:N", read_only=True)
-    dtype: str = _f("bf16", "model precision", read_only=True, choices=tuple(DTYPES))
-    tasks: list = _f(["depth", "normal"], "predictions to make: depth and/or normal", read_only=True)
-    process_res: int = _f(1024, "cap on the long edge the model sees (never upscales)", read_only=True,
-                          range_=(16, 4096), unit="px")
+    dtype: str = _f("bf16", "model precision", read_only=True, choices=DTYPE_NAMES)
+    tasks: list = _f([], "predictions to make: depth and/or normal (empty: the model's tasks)", read_only=True)
+    process_res: int = _f(0, "cap on the long edge the model sees, never upscaling (0: the model's default, "
+                          "-1: no cap)", read_only=True, range_=(-1, 4096), unit="px")
     sharpen_enabled: bool = _f(True, "load the detail sharpener and refine frames at sharpen_rate_hz",
                                read_only=True)
     torch_threads: int = _f(0, "CPU threads for torch (0: torch's default); 1 helps a small CPU shared with other "
@@ -47,7 +56,8 @@ class PerceptionConfig:
     # --- scheduling --------------------------------------------------------------------------
     sharpen_rate_hz: float = _f(1.0, "rate of refined (sharpened) frames; 0 disables refinement",
                                 range_=(0.0, 100.0), unit="Hz")
-    sharpen_steps: int = _f(4, "detail-sharpener Euler steps per refined frame", range_=(1, MAX_SHARPEN_STEPS))
+    sharpen_steps: int = _f(0, "detail-sharpener Euler steps per refined frame (0: the model's default)",
+                            range_=(0, MAX_REFINE_STEPS))
     # --- outputs -----------------------------------------------------------------------------
     output_resolution: str = _f("camera", "publish at camera resolution (aligned with camera_info) or at "
                                 "processing resolution (with a scaled camera_info)", choices=("camera", "processing"))
@@ -84,8 +94,12 @@ class PerceptionConfig:
 
     def __post_init__(self):
         validate_fields(self)
-        if not self.tasks or any(t not in TASKS for t in self.tasks) or len(set(self.tasks)) != len(self.tasks):
-            raise ConfigError(f"tasks must be a non-empty list of distinct values from {TASKS}, got {self.tasks!r}")
+        if any(t not in TASKS for t in self.tasks) or len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks must be a list of distinct values from {TASKS} (empty: the model's tasks), "
+                              f"got {self.tasks!r}")
+        if 0 < self.process_res < 16:
+            raise ConfigError(f"process_res must be >= 16 (or 0: the model's default, -1: no cap), "
+                              f"got {self.process_res}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.min_depth_m >= self.max_depth_m:
@@ -94,6 +108,10 @@ class PerceptionConfig:
                 isinstance(v, (int, float)) and math.isfinite(v) for v in self.lidar_extrinsic):
             raise ConfigError(f"lidar_extrinsic must hold 7 (x y z qx qy qz qw) or 16 finite numbers, "
                               f"got {self.lidar_extrinsic!r}")
+        try:
+            rigid_transform(self.lidar_extrinsic)
+        except ValueError as err:
+            raise ConfigError(f"lidar_extrinsic: {err}") from None
         if self.lidar_min_range_m >= self.lidar_max_range_m:
             raise ConfigError(f"lidar_min_range_m ({self.lidar_min_range_m}) must be below lidar_max_range_m "
                               f"({self.lidar_max_range_m})")
@@ -111,28 +129,19 @@ class PerceptionConfig:
     @property
     def T_camera_lidar(self) -> np.ndarray:
         """``lidar_extrinsic`` as a ``[4,4]`` transform (LiDAR → camera optical frame)."""
-        return extrinsic_matrix(self.lidar_extrinsic)
+        return rigid_transform(self.lidar_extrinsic)
 
+    def model_tasks(self) -> tuple[str, ...] | None:
+        """``tasks`` for the model loader: None means the model's own."""
+        return tuple(self.tasks) or None
 
-def extrinsic_matrix(values: list) -> np.ndarray:
-    """``[4,4]`` from 7 values (translation m + unit quaternion x y z w) or 16 (row-major)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 16:
-        T = v.reshape(4, 4)
-        if not np.allclose(T[3], [0, 0, 0, 1]) or not np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-6):
-            raise ConfigError(f"lidar_extrinsic 4x4 is not a rigid transform: {T.tolist()}")
-        return T
-    t, q = v[:3], v[3:]
-    norm = np.linalg.norm(q)
-    if not norm > 0:
-        raise ConfigError(f"lidar_extrinsic quaternion must be non-zero, got {q.tolist()}")
-    x, y, z, w = q / norm
-    T = np.eye(4)
-    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                 [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                 [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
-    T[:3, 3] = t
-    return T
+    def model_process_res(self) -> int | None:
+        """``process_res`` for the model loader: None means the model's default (see :meth:`no_cap`)."""
+        return self.process_res if self.process_res > 0 else None
+
+    @property
+    def no_cap(self) -> bool:
+        return self.process_res == PROCESS_RES_NO_CAP
 
 
 READ_ONLY = read_only_names(PerceptionConfig)

@@ -1,8 +1,8 @@
 """PerceptionOutput → ROS messages, by output topic (shared by the node and the bag tool).
 
-Topic names are relative to the node's private namespace (``~/``); refined results use the
-same names under ``refined/``. Metric topics (``depth/image``, ``points``) exist only for
-outputs with a metric reference: relative values are never published as metres. ``scale_fit``
+Topic names (:mod:`.outputs`) are relative to the node's private namespace (``~/``); refined
+results use the same names under ``refined/``. Metric topics (``depth/image``, ``points``) exist
+only for outputs with a metric reference: relative values are never published as metres. ``scale_fit``
 needs the ``lotus2_ros/msg/ScaleFit`` type, which the rosbags provider registers from ``msg/``
 and rclpy has only in a colcon-built install.
 """
@@ -17,25 +17,10 @@ from ..io.msg_types import MessageTypes
 from ..io.pointcloud import build_pointcloud2
 from ..io.stamps import build_header
 from .metric import ScaleFitReport
+from .outputs import OUTPUT_TOPICS, REFINED_PREFIX, topic_name
 from .pipeline import PerceptionOutput
 
-#: Output topics (relative) and their message types.
-OUTPUT_TOPICS: dict[str, str] = {
-    "disparity": "sensor_msgs/msg/Image",
-    "depth/image": "sensor_msgs/msg/Image",
-    "depth/camera_info": "sensor_msgs/msg/CameraInfo",
-    "depth/colorized": "sensor_msgs/msg/Image",
-    "normals/image": "sensor_msgs/msg/Image",
-    "normals/colorized": "sensor_msgs/msg/Image",
-    "points": "sensor_msgs/msg/PointCloud2",
-    "scale_fit": "lotus2_ros/msg/ScaleFit",
-}
-REFINED_PREFIX = "refined/"
-
-
-def topic_name(topic: str, refined: bool) -> str:
-    """The relative topic of an output (``refined/…`` for sharpened results)."""
-    return REFINED_PREFIX + topic if refined else topic
+__all__ = ["OUTPUT_TOPICS", "REFINED_PREFIX", "build_scale_fit", "output_messages", "topic_name"]
 
 
 def output_messages(types: MessageTypes, out: PerceptionOutput, wanted: set[str] | None = None) -> dict[str, Any]:

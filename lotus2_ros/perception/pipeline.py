@@ -1,33 +1,43 @@
-"""One camera frame in → geometry products out; the code the node, the bag tool and the demo share.
+"""One camera frame in → geometry products out: the front door every front end goes through.
 
-:meth:`PerceptionPipeline.process` runs (rectify) → preprocess → VAE encode → core predictor +
-LCM per task → decode → products, and returns the coarse latents so a refinement can follow:
-:meth:`PerceptionPipeline.start_refinement` gives a :class:`Refinement` that advances the detail
-sharpener **one transformer forward at a time** (``step()``), so a scheduler can interleave it
-with core frames and never make a new frame wait for more than one step.
+The node, the bag tool, ``lotus2 predict``, the demo, ``lotus2 evaluate`` and the trainer's
+validation all run frames through :class:`PerceptionPipeline` and get a :class:`PerceptionOutput`;
+only this module chains model stages (the backend's, :mod:`lotus2_ros.model.backend`).
+
+:meth:`PerceptionPipeline.process` runs (rectify) → preprocess → encode → the per-frame
+prediction of every task → decode → products, and returns the frame's latents so a refinement
+can follow: :meth:`PerceptionPipeline.start_refinement` gives a :class:`Refinement` that advances
+the backend's refinement (Lotus-2: the detail sharpener) **one network forward at a time**
+(``step()``), so a scheduler can interleave it with new frames and never make one wait for more
+than one step. :meth:`PerceptionPipeline.predict` does both for one image (the offline tools).
+:func:`load_pipeline` loads the model a :class:`~.config.PerceptionConfig` names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 
+from ..geometry.calibration import CameraCalibration
 from ..geometry.camera import PinholeCamera
 from ..geometry.rectify import Rectifier
 from ..geometry.scale_fit import metric_depth_from_disparity
-from ..io.camera_info import CameraCalibration
 from ..io.visualize import colorize_disparity, colorize_normals
-from ..model.engine import Lotus2Engine, StageTimer
-from .config import PerceptionConfig
+from ..model.backend import BackendConfig, ModelBackend, StageTimer, load_backend
+from ..model.spec import ModelSettings, resolve_model_request
+from .config import ConfigError, PerceptionConfig
 from .metric import MetricFitter, MetricReference, ScaleFitReport
+from .outputs import base_output_topics
 
 #: Stage names whose time is a network forward (everything else is pipeline overhead).
 FORWARD_STAGES = ("encode", "core_", "lcm_", "sharpen_", "decode_")
+#: A dummy frame id/stamp for single images (``predict``).
+IMAGE_FRAME_ID = ""
 
 
 @dataclass
@@ -53,9 +63,11 @@ class Frame:
 class PerceptionOutput:
     """Products for one frame, aligned with ``camera`` (the output resolution's intrinsics).
 
+    The one result type of the package: every front end gets it (and turns it into messages or files).
+
     Attributes:
         stamp_ns, frame_id: Copied from the input frame (a refined output keeps its frame's stamp).
-        refined: True for detail-sharpener results.
+        refined: True for refinement (detail-sharpener) results.
         calibration: Calibration the outputs are aligned with, to publish as their camera_info: the
             input's (raw), the rectified camera's (``rectify``), scaled to the output resolution;
             None without camera_info.
@@ -68,6 +80,8 @@ class PerceptionOutput:
         scale_shift: ``(s, t)`` of ``depth_m = 1/(s·d + t)`` when metric.
         scale_fit: The reference fit of this frame (LiDAR / depth image sources), for ``~/scale_fit``.
         depth_colorized, normals_colorized: ``uint8`` RGB images for viewers (None if disabled).
+        process_hw: ``(height, width)`` in pixels the model ran at.
+        refine_steps: Refinement (detail-sharpener) steps applied: 0 for the per-frame prediction.
         timings_ms: Stage wall times; forward stages are listed in :data:`FORWARD_STAGES`.
     """
 
@@ -84,6 +98,8 @@ class PerceptionOutput:
     scale_fit: ScaleFitReport | None = None
     depth_colorized: np.ndarray | None = None
     normals_colorized: np.ndarray | None = None
+    process_hw: tuple[int, int] = (0, 0)
+    refine_steps: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -105,6 +121,8 @@ class _FrameContext:
     rgb_out: np.ndarray
     calibration_out: CameraCalibration | None
     out_hw: tuple[int, int]
+    process_hw: tuple[int, int]
+    cond: torch.Tensor
     coarse: dict[str, torch.Tensor]
     wanted: frozenset[str] | None
 
@@ -127,25 +145,96 @@ def _points_from_depth(camera: PinholeCamera, depth_m: np.ndarray) -> np.ndarray
     return cv2.merge([ray_x * depth, ray_y * depth, depth])  # [H,W,3]
 
 
-class PerceptionPipeline:
-    """Runs the engine on frames and builds every product the node publishes."""
+def backend_config(config: PerceptionConfig) -> BackendConfig:
+    """The model request of a perception configuration (the one mapping; node and tools use it)."""
+    return BackendConfig(
+        family=config.backend, weights=config.weights, base_model=config.base_model or None,
+        tasks=config.model_tasks(), device=config.device, dtype=config.dtype,
+        process_res=config.model_process_res(), full_resolution=config.no_cap,
+        refine_steps=config.sharpen_steps or None, load_refiner=config.sharpen_enabled)
 
-    def __init__(self, config: PerceptionConfig, engine: Lotus2Engine,
+
+def model_settings(config: PerceptionConfig) -> ModelSettings:
+    """What the model ``config`` names will run with (tasks, cap, steps), from its files alone.
+
+    Lets the bag tool plan its outputs before the (slow) model load; raises as the loader would.
+    """
+    b = backend_config(config)
+    _, settings = resolve_model_request(b.family, b.weights, tasks=b.tasks, process_res=b.process_res,
+                                        no_cap=b.full_resolution, refine_steps=b.refine_steps)
+    return settings
+
+
+def load_model(config: PerceptionConfig) -> ModelBackend:
+    """Load the model ``config`` names, as the node, the bag tool and the CLIs all do.
+
+    Raises:
+        ConfigError: No model folder named, or CUDA requested on a machine without it (the message
+            says what to pass instead).
+        FileNotFoundError, ValueError: From the model loader (missing or mismatching weights).
+    """
+    if not config.weights or (config.backend == "lotus2" and not config.base_model):
+        raise ConfigError("name the model: base_model (the FLUX.1-dev folder) and weights (the Lotus-2 files)")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {config.device!r} requested but torch sees no CUDA GPU here; use device cpu "
+                          "(and dtype fp32) on this machine")
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    return load_backend(backend_config(config))
+
+
+def load_pipeline(config: PerceptionConfig, metric=None) -> "PerceptionPipeline":
+    """:func:`load_model` and the pipeline around it."""
+    return PerceptionPipeline(config, load_model(config), metric=metric)
+
+
+#: Settings of single-image use (``predict``, ``evaluate``, the demo, training validation): relative
+#: outputs only, no camera_info needed.
+OFFLINE_FIELDS = dict(metric_source="none", require_camera_info=False, publish_points=False)
+
+
+def offline_pipeline(backend: ModelBackend, **fields) -> "PerceptionPipeline":
+    """The single-image pipeline around a loaded backend (device, dtype and tasks from the backend).
+
+    ``fields`` override :data:`OFFLINE_FIELDS` and the defaults of :class:`PerceptionConfig`.
+    """
+    device = backend.device
+    values = dict(OFFLINE_FIELDS, device="cpu" if device.type == "cpu" else str(device),
+                  dtype=backend.describe()["dtype"], sharpen_enabled=bool(backend.info.refine_tasks))
+    values.update(fields)
+    return PerceptionPipeline(PerceptionConfig(**values), backend)
+
+
+class PerceptionPipeline:
+    """Runs a model backend on frames and builds every product the node publishes."""
+
+    def __init__(self, config: PerceptionConfig, backend: ModelBackend,
                  metric: Callable[[Frame, PerceptionOutput], tuple] | None = None):
         """Args:
-            config: Pipeline parameters (may be replaced later with :meth:`reconfigure`).
-            engine: A loaded engine with at least ``config.tasks``.
+            config: Pipeline parameters (may be replaced later with :meth:`reconfigure`). Its
+                model fields must be those ``backend`` was loaded with (:func:`load_pipeline`).
+            backend: A loaded model (:func:`~lotus2_ros.model.backend.load_backend`).
             metric: Gives ``((s, t) or None, ScaleFitReport or None)`` for a frame's relative output.
                 Default: from ``config.metric_source`` (fixed values, or a :class:`MetricFitter` for
                 LiDAR / depth-image references).
         """
-        self.engine = engine
+        self.backend = backend
         self.config = config
         self.rectifier = Rectifier()
         self._metric = metric
         if metric is None and config.metric_source in ("lidar", "depth_image"):
             self._metric = MetricFitter(config)
-        engine.check_request(tuple(config.tasks), config.sharpen_steps if config.sharpen_enabled else 0)
+        #: The tasks predicted: ``config.tasks`` (a subset of the loaded ones), else every loaded task.
+        self.tasks = tuple(config.tasks) or backend.info.tasks
+        backend.check_request(self.tasks, self.refine_steps)
+        self._yields = frozenset(base_output_topics(config, self.tasks))
+
+    @property
+    def refine_steps(self) -> int:
+        """Refinement steps of a refined frame: ``sharpen_steps``, else the model's (0 when refinement is off)."""
+        if not self.config.sharpen_enabled:
+            return 0
+        return self.config.sharpen_steps or self.backend.info.settings.refine_steps
 
     def reconfigure(self, config: PerceptionConfig) -> None:
         """Use ``config`` from the next frame on; a changed fit setting restarts the metric fitter."""
@@ -155,20 +244,65 @@ class PerceptionPipeline:
                 getattr(config, f) != getattr(self.config, f) for f in fit_fields):
             self._metric = MetricFitter(config)
         self.config = config
+        self._yields = frozenset(base_output_topics(config, self.tasks))
+
+    # ------------------------------------------------------------------ one image, start to end
+    def predict(self, rgb: np.ndarray, refine_steps: int | None = None, wanted: set[str] | None = None,
+                stamp_ns: int = 0, frame_id: str = IMAGE_FRAME_ID,
+                tasks: tuple[str, ...] | None = None) -> PerceptionOutput:
+        """The final result for one image: the per-frame prediction, refined with ``refine_steps``.
+
+        The offline front ends (``predict``, ``evaluate``, the demo, trainer validation) use this.
+        It gives exactly what the node and the bag tool publish for the frame — the core output
+        with 0 steps, the refined output otherwise — without decoding the unrefined prediction
+        when it is refined. ``timings_ms`` covers every stage once.
+
+        Args:
+            rgb: uint8 RGB ``[H,W,3]``.
+            refine_steps: Refinement steps (0: the per-frame prediction); None: the configured
+                steps (the model's default unless set).
+            wanted: As in :meth:`process`; None builds every product.
+            tasks: As in :meth:`process`.
+        """
+        steps = self.refine_steps if refine_steps is None else int(refine_steps)
+        self.backend.check_request(tuple(tasks or self.tasks), steps)
+        frame = Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id)
+        if steps == 0:
+            return self.process(frame, wanted, tasks)[0]
+        ctx, timer = self._forward(frame, wanted, tasks)
+        return Refinement(self, ctx, steps, timer).result()
 
     # ------------------------------------------------------------------ core pass
-    def process(self, frame: Frame, wanted: set[str] | None = None) -> tuple[PerceptionOutput, _FrameContext]:
-        """Core predictor (+ LCM) for every task, decoded into products. Runs without autograd.
+    def process(self, frame: Frame, wanted: set[str] | None = None,
+                tasks: tuple[str, ...] | None = None) -> tuple[PerceptionOutput, _FrameContext]:
+        """The per-frame prediction of every task, decoded into products. Runs without autograd.
 
         Args:
             frame: The input.
             wanted: Output topics (``messages.OUTPUT_TOPICS`` names) someone listens to; products
                 only they need (colourised images, the point cloud) are skipped when absent.
                 None builds everything.
+            tasks: A subset of the pipeline's tasks to predict (default: all of them).
+
+        Returns:
+            The products, and the context a :meth:`start_refinement` of this frame needs.
         """
-        cfg, engine = self.config, self.engine
-        timer = StageTimer(engine.device)
+        ctx, timer = self._forward(frame, wanted, tasks)
+        with torch.inference_mode():
+            decoded = self._decode(ctx.coarse, ctx.out_hw, timer)
+        return self._products(ctx, decoded, refined=False, refine_steps=0, timer=timer), ctx
+
+    def _forward(self, frame: Frame, wanted: set[str] | None,
+                 tasks: tuple[str, ...] | None) -> tuple[_FrameContext, StageTimer]:
+        """(rectify) → preprocess → encode → per-frame prediction latents, and the output geometry."""
+        cfg, backend = self.config, self.backend
+        tasks = self.tasks if tasks is None else tuple(tasks)
+        if not tasks or any(t not in self.tasks for t in tasks):
+            raise ValueError(f"tasks {list(tasks)} are not all predicted by this pipeline ({list(self.tasks)})")
+        timer = StageTimer(backend.device)
         rgb, cal = frame.rgb, frame.calibration
+        if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"the image must be uint8 RGB [H,W,3], got {rgb.dtype} {tuple(rgb.shape)}")
         if cal is not None and (cal.height_px, cal.width_px) != rgb.shape[:2]:
             raise ValueError(f"calibration is {cal.width_px}x{cal.height_px} but the image is "
                              f"{rgb.shape[1]}x{rgb.shape[0]}")
@@ -178,52 +312,66 @@ class PerceptionPipeline:
             cal = CameraCalibration(cal.rectified_camera)
         with torch.inference_mode():
             with timer("preprocess"):
-                x = engine.preprocess(rgb)  # [1,3,h,w]
-            coarse = engine.coarse_latents(x, tuple(cfg.tasks), timer)
-            process_hw = tuple(x.shape[-2:])
-            out_hw = rgb.shape[:2] if cfg.output_resolution == "camera" else process_hw
-            decoded = engine.finish(coarse, out_hw, timer)
+                x = backend.preprocess(rgb)  # [1,3,h,w]
+            with timer("encode"):
+                cond = backend.encode(x)
+            coarse = backend.predict(cond, tasks, timer)
+        process_hw = tuple(x.shape[-2:])
+        out_hw = rgb.shape[:2] if cfg.output_resolution == "camera" else process_hw
         with timer("products"):
             rgb_out = rgb
             if out_hw != rgb.shape[:2]:
                 rgb_out = cv2.resize(rgb, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
                 cal = cal.scaled(out_hw[1], out_hw[0]) if cal is not None else None
-        ctx = _FrameContext(frame, rgb_out, cal, out_hw, coarse, None if wanted is None else frozenset(wanted))
-        return self._products(ctx, decoded, refined=False, timer=timer), ctx
+        ctx = _FrameContext(frame, rgb_out, cal, out_hw, process_hw, cond, coarse,
+                            None if wanted is None else frozenset(wanted))
+        return ctx, timer
+
+    def _decode(self, latents: dict[str, torch.Tensor], out_hw: tuple[int, int],
+                timer: StageTimer) -> dict[str, np.ndarray]:
+        """Decode and post-process per task: depth → ``[B,H,W]``, normal → ``[B,H,W,3]``."""
+        backend, outputs = self.backend, {}
+        for task, z in latents.items():
+            with timer(f"decode_{task}"):
+                decoded = backend.decode(z)  # [B,3,h,w]
+            with timer(f"postprocess_{task}"):
+                outputs[task] = (backend.to_depth if task == "depth" else backend.to_normals)(decoded, out_hw)
+        return outputs
 
     # ------------------------------------------------------------------ refinement
     def start_refinement(self, ctx: _FrameContext, num_steps: int | None = None) -> "Refinement":
-        """A stepwise detail-sharpener run on ``ctx``'s coarse latents."""
-        steps = self.config.sharpen_steps if num_steps is None else num_steps
+        """A stepwise refinement (Lotus-2: the detail sharpener) of ``ctx``'s per-frame prediction."""
+        steps = self.refine_steps if num_steps is None else num_steps
+        self.backend.check_request(tuple(ctx.coarse), steps)
         return Refinement(self, ctx, steps)
 
     # ------------------------------------------------------------------ products
-    def _products(self, ctx: _FrameContext, decoded: dict[str, np.ndarray], refined: bool,
+    def _products(self, ctx: _FrameContext, decoded: dict[str, np.ndarray], refined: bool, refine_steps: int,
                   timer: StageTimer) -> PerceptionOutput:
         cfg = self.config
 
-        def want(topic: str) -> bool:
-            return ctx.wanted is None or topic in ctx.wanted
+        def want(topic: str) -> bool:  # this configuration yields it and someone listens
+            return topic in self._yields and (ctx.wanted is None or topic in ctx.wanted)
 
         with timer("products"):
-            out = PerceptionOutput(stamp_ns=ctx.frame.stamp_ns, frame_id=ctx.frame.frame_id, refined=refined,
-                                   calibration=ctx.calibration_out, rgb=ctx.rgb_out)
+            out = PerceptionOutput(stamp_ns=ctx.frame.stamp_ns, frame_id=ctx.frame.frame_id,
+                                   refined=refined, calibration=ctx.calibration_out, rgb=ctx.rgb_out,
+                                   process_hw=ctx.process_hw, refine_steps=refine_steps)
             if "depth" in decoded:
                 out.disparity = decoded["depth"][0]
             if "normal" in decoded:
                 out.normals = decoded["normal"][0]
-            if cfg.publish_colorized:
-                if out.disparity is not None and want("depth/colorized"):
-                    out.depth_colorized = colorize_disparity(out.disparity)
-                if out.normals is not None and want("normals/colorized"):
-                    out.normals_colorized = colorize_normals(out.normals)
+            if out.disparity is not None and want("depth/colorized"):
+                out.depth_colorized = colorize_disparity(out.disparity)
+            if out.normals is not None and want("normals/colorized"):
+                out.normals_colorized = colorize_normals(out.normals)
         if out.disparity is not None:
             with timer("metric"):
                 st, out.scale_fit = self._scale_shift(ctx.frame, out)
                 if st is not None:
                     out.scale_shift = st
                     out.depth_m = metric_depth_from_disparity(out.disparity, *st, cfg.min_depth_m, cfg.max_depth_m)
-            if out.depth_m is not None and out.camera is not None and cfg.publish_points and want("points"):
+            if out.depth_m is not None and out.camera is not None and want("points"):
                 with timer("points"):
                     out.points_m = _points_from_depth(out.camera, out.depth_m)  # [H,W,3], NaN stays NaN
         out.timings_ms = dict(timer.timings_ms)
@@ -238,38 +386,29 @@ class PerceptionPipeline:
 
 
 class Refinement:
-    """The detail sharpener for one frame, advanced one transformer forward per :meth:`step`."""
+    """The refinement of one frame, advanced one network forward per :meth:`step`."""
 
-    def __init__(self, pipeline: PerceptionPipeline, ctx: _FrameContext, num_steps: int):
+    def __init__(self, pipeline: PerceptionPipeline, ctx: _FrameContext, num_steps: int,
+                 timer: StageTimer | None = None):
         self.pipeline = pipeline
         self.ctx = ctx
         self.stamp_ns = ctx.frame.stamp_ns
-        self.timer = StageTimer(pipeline.engine.device)
+        self.num_steps = num_steps
+        self.timer = timer or StageTimer(pipeline.backend.device)
         self.total_steps = num_steps * len(ctx.coarse)
         self.steps_done = 0
         self._latents = dict(ctx.coarse)
-        self._steps = self._iterate(num_steps)
+        self._steps = pipeline.backend.iter_refine(ctx.cond, self._latents, num_steps, self.timer)
 
     @property
     def done(self) -> bool:
         return self.steps_done >= self.total_steps
 
-    def _iterate(self, num_steps: int) -> Iterator[None]:
-        for task in list(self._latents):
-            steps = self.pipeline.engine.iter_sharpen(self._latents[task], task, num_steps)
-            while True:
-                with self.timer(f"sharpen_{task}"):  # a forward stage (FORWARD_STAGES)
-                    z = next(steps, None)
-                if z is None:
-                    break
-                self._latents[task] = z
-                yield
-
     def step(self) -> bool:
-        """Advance one sharpener step (one transformer forward); True once all steps are done."""
+        """Advance one refinement step (one network forward); True once all steps are done."""
         if not self.done:
             with torch.inference_mode():
-                next(self._steps)
+                self._latents = next(self._steps)
             self.steps_done += 1
         return self.done
 
@@ -278,5 +417,6 @@ class Refinement:
         while not self.step():
             pass
         with torch.inference_mode():
-            decoded = self.pipeline.engine.finish(self._latents, self.ctx.out_hw, self.timer)
-        return self.pipeline._products(self.ctx, decoded, refined=True, timer=self.timer)
+            decoded = self.pipeline._decode(self._latents, self.ctx.out_hw, self.timer)
+        return self.pipeline._products(self.ctx, decoded, refined=True, refine_steps=self.num_steps,
+                                       timer=self.timer)

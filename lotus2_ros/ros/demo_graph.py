@@ -22,11 +22,10 @@ from ..io.image_msgs import image_msg_to_array
 from ..io.images import write_rgb
 from ..io.ply import write_ply
 from ..io.pointcloud import read_pointcloud2_fields, unpack_rgb
+from ..perception.outputs import OUTPUT_TOPICS, REFINED_PREFIX
 
 NAMESPACE = "/demo"
 NODE = "lotus2_perception"
-TOPICS = ("disparity", "depth/image", "depth/camera_info", "depth/colorized", "normals/image", "normals/colorized",
-          "points", "scale_fit")
 
 
 def _param_args(params: dict) -> list[str]:
@@ -46,9 +45,14 @@ def start(subcommand: str, params: dict, log_path: Path) -> subprocess.Popen:
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
-def run_graph(model_dir: Path, out_dir: Path, *, seconds: float, width: int, height: int, rate_hz: float,
-              device: str, dtype: str, sharpen_rate_hz: float, metric: dict, process_res: int = 1024) -> int:
-    """Run the demo graph; returns an exit code (0 if outputs came through)."""
+def run_graph(model: dict, out_dir: Path, *, seconds: float, width: int, height: int, rate_hz: float,
+              sharpen_rate_hz: float, metric: dict) -> int:
+    """Run the demo graph; returns an exit code (0 if outputs came through).
+
+    Args:
+        model: perception_node parameters naming the model (base_model, weights, device, dtype and
+            optionally process_res / sharpen_steps; the model's own defaults otherwise).
+    """
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -64,10 +68,8 @@ def run_graph(model_dir: Path, out_dir: Path, *, seconds: float, width: int, hei
     camera = start("synthetic-camera", dict(width=width, height=height, rate_hz=rate_hz, loop_frames=20,
                                             publish_ground_truth=True),
                    out_dir / "synthetic_camera.log")
-    node = start("perception-node", dict(base_model=str(model_dir / "base_model"), weights=str(model_dir / "weights"),
-                                         device=device, dtype=dtype, sharpen_rate_hz=sharpen_rate_hz,
-                                         process_res=process_res,
-                                         sharpen_steps=2, diagnostics_period_s=1.0, torch_threads=1, **metric),
+    node = start("perception-node", dict(**model, sharpen_rate_hz=sharpen_rate_hz, diagnostics_period_s=1.0,
+                                         torch_threads=1, **metric),
                  out_dir / "perception_node.log")
     rclpy.init()
     rec = rclpy.create_node("demo_recorder")
@@ -80,14 +82,14 @@ def run_graph(model_dir: Path, out_dir: Path, *, seconds: float, width: int, hei
             received.setdefault(name, []).append((msg, rec.get_clock().now().nanoseconds))
         return cb
 
-    classes = {"depth/camera_info": CameraInfo, "points": PointCloud2, "refined/points": PointCloud2}
-    for prefix in ("", "refined/"):
-        for topic in TOPICS:
-            if topic == "scale_fit":
-                continue
-            name = prefix + topic
-            rec.create_subscription(classes.get(name, CameraInfo if topic.endswith("camera_info") else Image),
-                                    f"{NAMESPACE}/{NODE}/{name}", collect(name), qos)
+    classes = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
+                   "sensor_msgs/msg/PointCloud2": PointCloud2}
+    for prefix in ("", REFINED_PREFIX):
+        for topic, type_name in OUTPUT_TOPICS.items():
+            if type_name not in classes:
+                continue  # scale_fit: a colcon-built message type
+            rec.create_subscription(classes[type_name], f"{NAMESPACE}/{NODE}/{prefix + topic}",
+                                    collect(prefix + topic), qos)
     for name in ("depth", "normals"):
         rec.create_subscription(Image, f"{NAMESPACE}/ground_truth/{name}", collect(f"ground_truth/{name}"), qos)
     # The camera's real rate (camera_info goes with every image and is small): on a busy CPU the

@@ -1,7 +1,7 @@
 """The rclpy message family for the builders in ``lotus2_ros.io`` (see ``io/msg_types.py``).
 
 How a numpy buffer gets into an rclpy ``uint8[]`` field fast (figures from
-``python -m lotus2_ros.io.benchmark``, 640x480 RGBA = 1.2 MB, on the 2-core CI machine):
+``python benchmarks/message_converters.py``, 640x480 RGBA = 1.2 MB, on the 2-core CI machine):
 
 * The generated setter stores an ``array.array('B')`` as it is when field checks are on, and
   otherwise copies whatever it gets with ``array.array('B', value)``. For anything but an

@@ -39,11 +39,18 @@ def declare_config(node: Node, config_cls) -> Any:
     """
     values = {}
     for f in dataclasses.fields(config_cls):
+        default = field_default(f)
+        # An empty list carries no element type: declare it as the string array it is (its value
+        # stays None until set, which means "empty" here).
+        initial = Parameter.Type.STRING_ARRAY if isinstance(default, list) and not default else default
         try:
-            param = node.declare_parameter(f.name, field_default(f), descriptor(f))
+            param = node.declare_parameter(f.name, initial, descriptor(f))
         except Exception as err:  # rclpy raises its own type errors for a mistyped override
             raise ConfigError(f"parameter {f.name!r}: {err}") from err
-        values[f.name] = list(param.value) if isinstance(param.value, (list, tuple)) else param.value
+        value = param.value
+        if value is None and isinstance(default, list):
+            value = []
+        values[f.name] = list(value) if isinstance(value, (list, tuple)) else value
     return config_cls(**values)
 
 

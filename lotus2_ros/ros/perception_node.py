@@ -42,11 +42,12 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
+from ..geometry.transforms import rigid_transform
 from ..io.errors import MessageError
-from ..perception.assembly import FrameAssembler, MissingCameraInfo
+from ..perception.assembly import FrameAssembler
 from ..perception.config import READ_ONLY, ConfigError, PerceptionConfig
 from ..perception.messages import OUTPUT_TOPICS, REFINED_PREFIX, output_messages
-from ..perception.pipeline import Frame, PerceptionOutput, PerceptionPipeline, Refinement
+from ..perception.pipeline import Frame, PerceptionOutput, Refinement, load_pipeline
 from ..perception.stats import NodeStats
 from .msg_types import rclpy_types
 from .params import declare_config, on_set_parameters
@@ -105,8 +106,8 @@ class PerceptionNode(Node):
         self.config: PerceptionConfig = declare_config(self, PerceptionConfig)
         self.types = rclpy_types()
         self.stats = NodeStats()
-        self.engine = self._load_engine(self.config)  # before any subscription: fail fast
-        self.pipeline = PerceptionPipeline(self.config, self.engine)
+        self.pipeline = load_pipeline(self.config)  # before any subscription: fail fast
+        self.backend = self.pipeline.backend
         self.add_on_set_parameters_callback(on_set_parameters(self, lambda: self.config, self._apply, READ_ONLY))
 
         out_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
@@ -144,24 +145,13 @@ class PerceptionNode(Node):
         self._last_ctx = None
         self._worker = threading.Thread(target=self._run, name="lotus2_worker", daemon=True)
         self._worker.start()
+        for note in self.backend.info.settings.notes:
+            self.get_logger().info(f"model default: {note}")
         self.get_logger().info(
-            f"ready: model {self.engine.describe()}, input "
+            f"ready: model {self.backend.describe()}, input "
             f"{self.resolve_topic_name('image/compressed' if self.config.image_transport == 'compressed' else 'image')}")
 
     # ------------------------------------------------------------------ set-up
-    def _load_engine(self, cfg: PerceptionConfig):
-        from ..model.engine import EngineConfig, Lotus2Engine
-
-        if cfg.torch_threads:
-            import torch
-
-            torch.set_num_threads(cfg.torch_threads)
-        if not cfg.base_model or not cfg.weights:
-            raise ConfigError("parameters 'base_model' and 'weights' must name the model folders")
-        return Lotus2Engine.load(EngineConfig(
-            base_model=cfg.base_model, weights=cfg.weights, tasks=tuple(cfg.tasks), device=cfg.device,
-            dtype=cfg.dtype, process_res=cfg.process_res, load_sharpener=cfg.sharpen_enabled))
-
     def _apply(self, config: PerceptionConfig) -> None:
         self.config = config
         self.assembler.config = config
@@ -193,9 +183,7 @@ class PerceptionNode(Node):
                 self.get_logger().warning(f"no TF {lidar_frame} -> {camera_frame}: {err}", throttle_duration_sec=5.0)
                 return None
             tr, q = t.transform.translation, t.transform.rotation
-            from ..perception.config import extrinsic_matrix
-
-            return extrinsic_matrix([tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w])
+            return rigid_transform([tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w])
 
         return lookup
 
@@ -258,21 +246,18 @@ class PerceptionNode(Node):
         self._publish(out)
 
     def _to_frame(self, item: _Pending) -> Frame | None:
-        try:
-            frame = self.assembler.assemble(item.msg, item.compressed)
-        except MissingCameraInfo:
+        got = self.assembler.try_assemble(item.msg, item.compressed)
+        if got.dropped == "no_camera_info":
             self.stats.count("frames_without_camera_info")
             self.get_logger().warning("waiting for camera_info; dropping images until it arrives",
                                       throttle_duration_sec=5.0)
-            return None
-        except (MessageError, ValueError) as err:
-            self._bad("image", err)
-            return None
-        if self.assembler.reference_error is not None:
-            self._bad("reference", self.assembler.reference_error)
-        elif frame.reference is None and self.config.metric_source in REFERENCE_TOPICS:
+        elif got.dropped == "bad_image":
+            self._bad("image", got.error)
+        elif got.reference == "unusable":
+            self._bad("reference", got.error)
+        elif got.reference == "missing":
             self.stats.count("frames_without_reference")
-        return frame
+        return got.frame
 
     def _wanted(self) -> set[str]:
         """Output topics (core or refined) someone subscribes to: only their products are made."""
@@ -297,7 +282,7 @@ class PerceptionNode(Node):
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         snap = self.stats.snapshot()
-        status = DiagnosticStatus(name=f"{self.get_name()}: lotus2 perception", hardware_id=str(self.engine.device))
+        status = DiagnosticStatus(name=f"{self.get_name()}: lotus2 perception", hardware_id=str(self.backend.device))
         level, message = DiagnosticStatus.OK, "running"
         if snap["seconds_since_input"] > 5.0:
             level, message = DiagnosticStatus.WARN, "no images received"
@@ -307,12 +292,12 @@ class PerceptionNode(Node):
               and snap["output_rate_hz"] > 0 and snap.get("frames_dropped", 0) > 0):
             level, message = DiagnosticStatus.WARN, "detail sharpener starved: the core predictor keeps the GPU busy"
         status.level, status.message = level, message
-        values = {**snap, **{k: v for k, v in self.engine.describe().items()}}
-        if self.engine.device.type == "cuda":
+        values = {**snap, **{k: v for k, v in self.backend.describe().items()}}
+        if self.backend.device.type == "cuda":
             import torch
 
-            values["gpu_memory_allocated_mib"] = torch.cuda.memory_allocated(self.engine.device) / 2**20
-            values["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated(self.engine.device) / 2**20
+            values["gpu_memory_allocated_mib"] = torch.cuda.memory_allocated(self.backend.device) / 2**20
+            values["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated(self.backend.device) / 2**20
         status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
         header = Header(stamp=self.get_clock().now().to_msg())
         self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))
@@ -324,7 +309,7 @@ class PerceptionNode(Node):
         self._slot.wake()
         self._worker.join(timeout=30.0)
         self.pipeline = None
-        self.engine = None
+        self.backend = None
 
 
 def _fmt(v: Any) -> str:

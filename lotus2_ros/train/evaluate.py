@@ -1,8 +1,8 @@
 """Run a predictor over evaluation sets and report the protocol metrics (table, JSON, CSV).
 
 A predictor is any ``rgb uint8 [H,W,3] → array`` callable: disparity ``[H,W]`` (larger = nearer)
-for depth, unit normals ``[H,W,3]`` in the ROS optical frame for normals. :func:`engine_predictor`
-wraps a :class:`~lotus2_ros.model.engine.Lotus2Engine`; :func:`constant_predictor` is the trivial
+for depth, unit normals ``[H,W,3]`` in the ROS optical frame for normals. :func:`pipeline_predictor`
+wraps the perception pipeline (what ``lotus2 predict`` and the node run); :func:`constant_predictor` is the trivial
 baseline (one value everywhere: after the depth protocol's scale/shift fit, a constant depth; for
 normals, every pixel facing the camera).
 """
@@ -39,11 +39,12 @@ class EvalResult:
     per_image: list[dict] = field(default_factory=list)
 
 
-def engine_predictor(engine, task: str, sharpen_steps: int) -> Predictor:
-    """The engine's ``predict`` for one task (exactly what ``lotus2 predict`` and the node run)."""
+def pipeline_predictor(pipeline, task: str, refine_steps: int | None = None) -> Predictor:
+    """One task of a :class:`~lotus2_ros.perception.pipeline.PerceptionPipeline` (exactly what
+    ``lotus2 predict``, the node and the bag tool run); ``refine_steps`` None: the configured steps."""
     def predict(rgb: np.ndarray) -> np.ndarray:
-        pred = engine.predict(rgb, tasks=(task,), sharpen_steps=sharpen_steps)[0]
-        return pred.disparity if task == "depth" else pred.normals
+        out = pipeline.predict(rgb, refine_steps=refine_steps, wanted=set(), tasks=(task,))
+        return out.disparity if task == "depth" else out.normals
     return predict
 
 

@@ -1,8 +1,9 @@
 """Trainable Lotus-2 modules and their export to the official file layout.
 
-Training uses the inference engine itself: the trainer builds a
-:class:`~lotus2_ros.model.engine.Lotus2Engine` around the modules it trains, so the forward
-pass that is optimised is the one ``predict``, the node and the bag tool run.
+Training uses the inference engine itself: the trainer loads the base model with the same loader
+(:func:`~lotus2_ros.model.engine.load_flux_base`) and builds a
+:class:`~lotus2_ros.model.engine.Lotus2Engine` around the modules it trains, so the forward pass
+that is optimised is the one ``predict``, the node and the bag tool run.
 
 Export layout (what :meth:`Lotus2Engine.load` reads):
 
@@ -28,10 +29,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model.latents import FlowSchedule
 from ..model.lcm import LocalContinuityModule
 from ..model.prompt_embeds import PROMPT_EMBEDS_FILENAME
-from ..model.weights import OFFICIAL_LORA_TARGETS, TaskWeightFiles, WeightsError, attach_lora
+from ..model.weights import OFFICIAL_LORA_TARGETS, TaskWeightFiles, attach_lora
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +52,6 @@ class LoraSettings:
 
     def alpha_for(self, task: str) -> float:
         return float(self.alpha if self.alpha is not None else self.rank_for(task))
-
-
-def load_base_modules(base_model: Path, dtype: torch.dtype):
-    """Load the FLUX transformer, the VAE and the flow schedule of a base-model folder (local only)."""
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
-
-    base_model = Path(base_model)
-    for sub in ("transformer", "vae", "scheduler"):
-        if not (base_model / sub).is_dir():
-            raise FileNotFoundError(f"base model folder {base_model} lacks {sub}/")
-    transformer = FluxTransformer2DModel.from_pretrained(base_model / "transformer", torch_dtype=dtype,
-                                                         local_files_only=True)
-    vae = AutoencoderKL.from_pretrained(base_model / "vae", torch_dtype=dtype, local_files_only=True)
-    if transformer.config.in_channels != 4 * vae.config.latent_channels:
-        raise WeightsError(f"{base_model}: transformer in_channels {transformer.config.in_channels} != 4 x VAE "
-                           f"latent_channels {vae.config.latent_channels}")
-    transformer.requires_grad_(False)
-    vae.requires_grad_(False)
-    return transformer, vae, FlowSchedule.from_scheduler_dir(base_model / "scheduler")
 
 
 def adapter_parameters(transformer: nn.Module, adapter_name: str) -> list[nn.Parameter]:

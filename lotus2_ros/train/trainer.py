@@ -34,9 +34,11 @@ import torch
 
 from ..io.images import write_rgb
 from ..io.visualize import colorize_disparity, colorize_normals
-from ..model.engine import DTYPES, EngineConfig, Lotus2Engine
-from ..model.prompt_embeds import load_prompt_embeds
+from ..model.backend import DTYPES, ModelInfo
+from ..model.engine import Lotus2Engine, load_flux_base, load_flux_prompt
+from ..model.spec import ModelSettings
 from ..model.weights import TaskWeightFiles, WeightsError, attach_lora, load_lcm
+from ..perception.pipeline import offline_pipeline
 from .config import TrainConfig
 from .data import BatchStream, heldout_samples, open_source
 from .metrics import DepthMetricsAccumulator, NormalMetricsAccumulator
@@ -48,7 +50,6 @@ from .model import (
     copy_weights_folder,
     export_base_model,
     export_task_files,
-    load_base_modules,
     load_trainable_lora,
     lora_scalings,
     new_lcm,
@@ -98,7 +99,8 @@ class Trainer:
         self.frozen_dtype = DTYPES[cfg.base_dtype]
 
         # 1. Modules: the base model, adapters and LCMs as the stage needs them.
-        transformer, vae, schedule = load_base_modules(cfg.base_model, self.frozen_dtype)
+        base = load_flux_base(cfg.base_model, self.frozen_dtype)
+        transformer, vae, schedule = base.transformer, base.vae, base.schedule
         lcms = self._build_adapters(transformer, vae.config.latent_channels)
         if cfg.full_finetune:
             transformer.float().requires_grad_(True)
@@ -127,16 +129,18 @@ class Trainer:
         self.module = acc.unwrap_model(self.model)
 
         # 3. The inference engine on the trained modules.
-        prompt = load_prompt_embeds(cfg.prompt_embeds_dir, joint_attention_dim=transformer.config.joint_attention_dim,
-                                    pooled_projection_dim=transformer.config.pooled_projection_dim)
-        device = "cpu" if acc.device.type == "cpu" else str(acc.device)
-        engine_cfg = EngineConfig(base_model=Path(cfg.base_model), weights=Path(cfg.weights or out), tasks=cfg.tasks,
-                                  device=device, dtype=cfg.base_dtype, process_res=None,
-                                  load_sharpener=cfg.stage == "sharpener")
-        self.engine = Lotus2Engine(engine_cfg, self.module.transformer, self.module.vae, self.module.lcms,
-                                   prompt.to(acc.device, self.frozen_dtype), schedule,
-                                   cfg.tasks if cfg.stage == "sharpener" else ())
+        prompt = load_flux_prompt(cfg.prompt_embeds_dir, transformer)
+        sharpening = cfg.stage == "sharpener"
+        info = ModelInfo(family="lotus2", depth_output="disparity", refinement="sharpen",
+                         settings=ModelSettings(tuple(cfg.tasks), None, cfg.val_sharpen_steps if sharpening else 0),
+                         refine_tasks=tuple(cfg.tasks) if sharpening else (), source="the training run")
+        self.engine = Lotus2Engine(self.module.transformer, self.module.vae, self.module.lcms,
+                                   prompt.to(acc.device, self.frozen_dtype), schedule, info=info,
+                                   device=acc.device, dtype=self.frozen_dtype)
         self.module.engine = self.engine
+        # Validation runs the perception pipeline every front end uses, on these very modules (full
+        # resolution: held-out frames are at the training size).
+        self.val_pipeline = offline_pipeline(self.engine, process_res=-1, publish_colorized=False)
         self.loss_fn = (partial(core_losses, tasks=cfg.tasks) if cfg.stage == "core" else
                         partial(sharpener_losses, tasks=cfg.tasks, sigma_sampling=cfg.sigma_sampling,
                                 grid_steps=cfg.grid_steps))
@@ -275,7 +279,7 @@ class Trainer:
             depth_acc, normal_acc = DepthMetricsAccumulator(), NormalMetricsAccumulator()
             for i, sample in enumerate(self.val_samples):
                 with torch.no_grad(), acc.autocast():
-                    pred = self.model(sample, partial(_predict, tasks=cfg.tasks, sharpen_steps=steps))
+                    pred = self.model(sample, partial(_predict, pipeline=self.val_pipeline, sharpen_steps=steps))
                 if "depth" in cfg.tasks and sample.depth_m is not None:
                     valid = depth_valid_mask(sample)
                     if valid.sum() >= 2:
@@ -458,9 +462,11 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _predict(engine, sample, tasks, sharpen_steps):
-    """Validation forward: the engine's own ``predict`` on one held-out frame."""
-    return engine.predict(sample.rgb, tasks=tasks, sharpen_steps=sharpen_steps)[0]
+def _predict(engine, sample, pipeline, sharpen_steps):
+    """Validation forward: the perception pipeline's ``predict`` on one held-out frame (``engine`` is
+    the module's own, the one ``pipeline`` runs: the call goes through the wrapped module)."""
+    assert pipeline.backend is engine
+    return pipeline.predict(sample.rgb, refine_steps=sharpen_steps, wanted=set())
 
 
 def _val_images(sample, pred, tasks, i: int) -> dict[str, np.ndarray]:

@@ -12,13 +12,16 @@ import numpy as np
 
 from lotus2_ros.bag import BagPlan, ProcessBagOptions, RunStats, plan_bag_run, run_bag
 from lotus2_ros.bag.synthetic import CAMERA_FRAME, SyntheticBag
-from lotus2_ros.io.camera_info import CameraCalibration
+from lotus2_ros.geometry.calibration import CameraCalibration
 from lotus2_ros.io.msg_types import rosbags_types
+from lotus2_ros.model.spec import ModelSettings
 from lotus2_ros.perception import Frame, PerceptionConfig, PerceptionPipeline
 from lotus2_ros.perception.messages import output_messages
 from lotus2_ros.perception.metric import MetricFitter, MetricReference
 
 NUM_FRAMES = 3
+#: What the tiny test model runs with (``tiny_engine.info.settings``), for plans made without loading it.
+TINY_SETTINGS = ModelSettings(tasks=("depth", "normal"), process_res=1024, refine_steps=10)
 
 
 def lidar_config(**changes) -> PerceptionConfig:
@@ -47,7 +50,7 @@ def process_into(bag: SyntheticBag, engine, config: PerceptionConfig, tmp: Path)
     """Process ``bag`` into ``tmp/out`` (and ``tmp/export``), remembering the input's digest."""
     before = folder_digest(bag.path)
     options = ProcessBagOptions(bag.path, tmp / "out", config, export_dir=tmp / "export")
-    plan = plan_bag_run(options)
+    plan = plan_bag_run(options, engine.info.settings)
     stats = run_bag(plan, engine)
     return Run(bag, plan, stats, tmp / "out", tmp / "export", before)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from bag_helpers import (
     NUM_FRAMES,
+    TINY_SETTINGS,
     assert_same_message,
     deserialize,
     expected_outputs,
@@ -140,17 +141,17 @@ def test_export_dir_has_the_files_of_every_frame_named_by_stamp(lidar_run):
     # The exported frame is the sharpened one; metric files exist for frames whose refined fit is valid.
     metric = {t for topic, _, t, _ in read_bag(lidar_run.output) if topic.endswith("/refined/depth/image")}
     assert names == sorted(f"{s}{x}" for s, stamp in zip(stems, lidar_run.source.stamps_ns, strict=True) for x in
-                           (".json", "_disparity.npy", "_disparity.png", "_normal.npy", "_normal.png")
-                           + (("_depth.npy", "_depth.png", ".ply") if stamp in metric else ()))
+                           (".json", "_depth.npy", "_depth.png", "_normal.npy", "_normal.png")
+                           + (("_depth_m.npy", "_depth_m.png", ".ply") if stamp in metric else ()))
     stem = lidar_run.export / stems[1]
     meta = json.loads((lidar_run.export / f"{stems[1]}.json").read_text())
     assert meta["stamp_ns"] == lidar_run.source.stamps_ns[1] and meta["refined"] is True
     assert meta["frame_id"] == CAMERA_FRAME and np.allclose(meta["K"], lidar_run.source.camera.K)
-    disparity = np.load(f"{stem}_disparity.npy")
-    png = cv2.imread(f"{stem}_disparity.png", cv2.IMREAD_UNCHANGED)
+    assert "relative" in meta["files"][f"{stems[1]}_depth.npy"] and "not metres" in meta["files"][f"{stems[1]}_depth.npy"]
+    disparity = np.load(f"{stem}_depth.npy")  # the official relative output, as `lotus2 predict` writes it
+    png = cv2.imread(f"{stem}_depth.png", cv2.IMREAD_UNCHANGED)
     assert disparity.shape == (96, 128) and disparity.dtype == np.float32
-    expected_png = np.rint(np.clip(disparity.astype(np.float64), 0, 1) * 65535).astype(np.uint16)
-    assert png.dtype == np.uint16 and np.array_equal(png, expected_png)
+    assert png.dtype == np.uint8 and png.shape == (96, 128, 3)  # colour-mapped for viewing
     normal = np.load(f"{stem}_normal.npy")
     assert normal.shape == (96, 128, 3) and np.allclose(np.linalg.norm(normal, axis=-1), 1.0, atol=1e-4)
     # The exported frame is the sharpened one, as written on refined/…
@@ -179,10 +180,10 @@ def test_compressed_mcap_bag_gives_mcap_output_with_metric_depth_and_points(fixe
 
 def test_export_of_metric_frames_has_depth_in_metres_and_millimetres_and_a_ply(fixed_run):
     stem = fixed_run.export / f"{fixed_run.source.stamps_ns[0]:019d}"
-    depth = np.load(f"{stem}_depth.npy")
-    disparity = np.load(f"{stem}_disparity.npy")
+    depth = np.load(f"{stem}_depth_m.npy")
+    disparity = np.load(f"{stem}_depth.npy")
     np.testing.assert_allclose(depth, 1.0 / (disparity + 0.1), rtol=1e-5)  # fixed s = 1, t = 0.1
-    mm = cv2.imread(f"{stem}_depth.png", cv2.IMREAD_UNCHANGED)
+    mm = cv2.imread(f"{stem}_depth_m.png", cv2.IMREAD_UNCHANGED)
     assert mm.dtype == np.uint16 and np.array_equal(mm, np.rint(depth.astype(np.float64) * 1000).astype(np.uint16))
     ply = read_ply(f"{stem}.ply")
     assert len(ply["x"]) == depth.size  # every pixel has a valid depth here
@@ -236,7 +237,7 @@ def test_existing_output_is_refused_without_force_and_replaced_with_it(small_bag
 
 def test_output_inside_the_input_bag_is_refused(lidar_bag, tmp_path):
     with pytest.raises(OutputExistsError, match="overlaps the input bag"):
-        plan_bag_run(ProcessBagOptions(lidar_bag.path, lidar_bag.path / "out", lidar_config()))
+        plan_bag_run(ProcessBagOptions(lidar_bag.path, lidar_bag.path / "out", lidar_config()), TINY_SETTINGS)
 
 
 def test_input_topics_named_like_outputs_are_refused(lidar_run):
@@ -244,7 +245,7 @@ def test_input_topics_named_like_outputs_are_refused(lidar_run):
     with pytest.raises(BagTopicError, match="already has output topic"):
         plan_bag_run(ProcessBagOptions(lidar_run.output, lidar_run.output.with_name("again"), lidar_config(),
                                        image_topic="/camera/image_raw", camera_info_topic="/camera/camera_info",
-                                       reference_topic="/lidar/points"))
+                                       reference_topic="/lidar/points"), TINY_SETTINGS)
 
 
 def test_an_image_recorded_before_any_camera_info_gets_the_nearest_one(tiny_engine, tmp_path):
@@ -270,7 +271,7 @@ def test_an_image_recorded_before_any_camera_info_gets_the_nearest_one(tiny_engi
                 conns.setdefault(topic, out.add_topic(topic, ty))
                 out.write(conns[topic], t, raw)
     with pytest.raises(BagTopicError, match="no camera_info topic"):
-        plan_bag_run(ProcessBagOptions(tmp_path / "none", tmp_path / "out2", fixed_config()))
+        plan_bag_run(ProcessBagOptions(tmp_path / "none", tmp_path / "out2", fixed_config()), TINY_SETTINGS)
     stats = process_bag(ProcessBagOptions(tmp_path / "none", tmp_path / "out2",
                                           fixed_config(require_camera_info=False)), tiny_engine)
     assert stats.frames_processed == 2
@@ -281,8 +282,8 @@ def test_an_image_recorded_before_any_camera_info_gets_the_nearest_one(tiny_engi
 def test_a_failure_before_any_checkpoint_leaves_no_partial_folder(tiny_engine, tmp_path):
     bag = write_synthetic_bag(tmp_path / "in", num_frames=1, width=64, height=48, tf_static=False)
     with pytest.raises(BagTopicError, match="no /tf_static or /tf, but extrinsic_source is tf"):
-        plan_bag_run(ProcessBagOptions(bag.path, tmp_path / "out", lidar_config(extrinsic_source="tf")))
-    plan = plan_bag_run(ProcessBagOptions(bag.path, tmp_path / "out", lidar_config()))
+        plan_bag_run(ProcessBagOptions(bag.path, tmp_path / "out", lidar_config(extrinsic_source="tf")), TINY_SETTINGS)
+    plan = plan_bag_run(ProcessBagOptions(bag.path, tmp_path / "out", lidar_config()), TINY_SETTINGS)
     (bag.path / "metadata.yaml").touch()  # the input changes between planning and running
     with pytest.raises(BagReadError, match="changed since the run was planned"):
         run_bag(plan, tiny_engine)

@@ -6,7 +6,7 @@ import shutil
 import struct
 
 import pytest
-from bag_helpers import fixed_config, read_bag
+from bag_helpers import TINY_SETTINGS, fixed_config, read_bag
 
 from lotus2_ros.bag import (
     BagReadError,
@@ -90,13 +90,14 @@ def test_missing_and_ambiguous_topics_name_the_bag_and_the_topic(lidar_bag, tmp_
             bag.resolve_topics(reference="/notes", metric_source="lidar")
     no_lidar = _rewrite(lidar_bag.path, tmp_path / "no_lidar", keep=lambda t: t != "/lidar/points")
     with pytest.raises(BagTopicError, match=f"{no_lidar} has no LiDAR topic"):
-        plan_bag_run(ProcessBagOptions(no_lidar, tmp_path / "out", fixed_config(metric_source="lidar")))
+        plan_bag_run(ProcessBagOptions(no_lidar, tmp_path / "out", fixed_config(metric_source="lidar")),
+                     TINY_SETTINGS)
     with pytest.raises(BagTopicError, match=f"{no_lidar} has no topic /velodyne_points"):
         plan_bag_run(ProcessBagOptions(no_lidar, tmp_path / "out", fixed_config(metric_source="none"),
-                                       reference_topic="/velodyne_points"))
+                                       reference_topic="/velodyne_points"), TINY_SETTINGS)
     with pytest.raises(ConfigError, match="metric_source is 'fixed'"):
         plan_bag_run(ProcessBagOptions(lidar_bag.path, tmp_path / "out", fixed_config(),
-                                       reference_topic="/lidar/points"))
+                                       reference_topic="/lidar/points"), TINY_SETTINGS)
     with InputBag(lidar_bag.path) as bag, pytest.raises(
             BagTopicError, match=r"has no topic /right/camera_info \(--camera-info-topic\); its topics: /camera"):
         bag.resolve_topics(camera_info="/right/camera_info")
@@ -122,7 +123,7 @@ def test_unreadable_input_is_a_clear_error_and_stays_untouched(lidar_bag, tmp_pa
         db.write_bytes(db.read_bytes()[:5000])
     before = {p.name: p.read_bytes() for p in bag.iterdir()} if bag.exists() else {}
     with pytest.raises(BagReadError, match=str(bag)):
-        plan_bag_run(ProcessBagOptions(bag, tmp_path / "out", fixed_config()))
+        plan_bag_run(ProcessBagOptions(bag, tmp_path / "out", fixed_config()), TINY_SETTINGS)
     after = {p.name: p.read_bytes() for p in bag.iterdir()} if bag.exists() else {}
     assert before == after and not (tmp_path / "out").exists()
 
@@ -134,7 +135,8 @@ def test_a_bag_corrupt_in_the_middle_fails_naming_the_bag(lidar_bag, tiny_engine
     data = bytearray(db.read_bytes())
     data[len(data) // 2: len(data) // 2 + 20000] = b"\xff" * 20000  # data pages, not the schema
     db.write_bytes(bytes(data))
-    plan = plan_bag_run(ProcessBagOptions(bag, tmp_path / "out", fixed_config()))  # metadata and schema are fine
+    # metadata and schema are fine
+    plan = plan_bag_run(ProcessBagOptions(bag, tmp_path / "out", fixed_config()), TINY_SETTINGS)
     with pytest.raises(BagReadError, match=f"input bag {bag} is corrupt .*malformed"):
         run_bag(plan, tiny_engine)
     assert db.read_bytes() == bytes(data) and not (tmp_path / "out").exists()

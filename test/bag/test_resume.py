@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bag_helpers import canonical, fixed_config, folder_digest, lidar_config, process_into, read_bag
+from bag_helpers import TINY_SETTINGS, canonical, fixed_config, folder_digest, lidar_config, process_into, read_bag
 
 from lotus2_ros.bag import (
     Interrupted,
@@ -59,7 +59,7 @@ def test_stop_crash_and_kill_then_resume_give_the_uninterrupted_bag(lidar_bag, t
 
     should_stop, on_frame = _stop_after(1)
     with pytest.raises(Interrupted, match="--resume"):
-        run_bag(plan_bag_run(options), tiny_engine, should_stop=should_stop, on_frame=on_frame)
+        run_bag(plan_bag_run(options, TINY_SETTINGS), tiny_engine, should_stop=should_stop, on_frame=on_frame)
     assert not out.exists()  # nothing at the output path looks complete
     journal = json.loads((partial / "journal.json").read_text())
     assert [c["images_done"] for c in journal["checkpoints"]] == [1]
@@ -68,11 +68,11 @@ def test_stop_crash_and_kill_then_resume_give_the_uninterrupted_bag(lidar_bag, t
 
     # Without --resume or --force an interrupted run is not silently overwritten.
     with pytest.raises(OutputExistsError, match="--resume"):
-        run_bag(plan_bag_run(options), tiny_engine)
+        run_bag(plan_bag_run(options, TINY_SETTINGS), tiny_engine)
 
     resume = ProcessBagOptions(src, out, config, export_dir=export, resume=True)
     with pytest.raises(Boom):
-        run_bag(plan_bag_run(resume), tiny_engine, on_frame=_crash_after(2))
+        run_bag(plan_bag_run(resume, TINY_SETTINGS), tiny_engine, on_frame=_crash_after(2))
     assert not out.exists()
     journal = json.loads((partial / "journal.json").read_text())
     assert [c["images_done"] for c in journal["checkpoints"]] == [1, 2]
@@ -82,7 +82,7 @@ def test_stop_crash_and_kill_then_resume_give_the_uninterrupted_bag(lidar_bag, t
     killed.mkdir()
     (killed / "garbage.db3").write_bytes(b"half a database")
 
-    stats = run_bag(plan_bag_run(resume), tiny_engine)
+    stats = run_bag(plan_bag_run(resume, TINY_SETTINGS), tiny_engine)
     assert out.is_dir() and not partial.exists()
     assert canonical(read_bag(out)) == canonical(read_bag(reference.output))
     assert folder_digest(export) == folder_digest(reference.export)
@@ -134,7 +134,7 @@ def test_a_finished_run_whose_rename_failed_is_completed_by_resume(small_bag, ti
     assert not out.exists()
     monkeypatch.setattr(PartialRun, "finalize", finalize)
     calls = []
-    monkeypatch.setattr(type(tiny_engine), "coarse_latents", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(type(tiny_engine), "predict", lambda *a, **k: calls.append(1))
     stats = process_bag(ProcessBagOptions(small_bag.path, out, config, copy_inputs=False, resume=True), tiny_engine)
     assert calls == [] and stats.frames_processed == 2  # nothing recomputed, only renamed
     assert len([m for m in read_bag(out) if m[0].endswith("/disparity")]) == 2

@@ -27,14 +27,14 @@ def _value(T) -> tuple[float, ...]:
 
 
 def test_quaternion_round_trip_covers_all_branches():
-    from lotus2_ros.perception.config import extrinsic_matrix
+    from lotus2_ros.geometry.transforms import rigid_transform
 
     rng = np.random.default_rng(0)
     for _ in range(50):
         q = rng.normal(size=4)
         q /= np.linalg.norm(q)
-        R = extrinsic_matrix([0, 0, 0, *q])[:3, :3]
-        np.testing.assert_allclose(extrinsic_matrix([0, 0, 0, *quaternion_from_matrix(R)])[:3, :3], R, atol=1e-12)
+        R = rigid_transform([0, 0, 0, *q])[:3, :3]
+        np.testing.assert_allclose(rigid_transform([0, 0, 0, *quaternion_from_matrix(R)])[:3, :3], R, atol=1e-12)
 
 
 def test_static_chain_through_the_common_parent_maps_points_between_sensors():

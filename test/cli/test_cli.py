@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import cv2
@@ -30,9 +31,13 @@ def test_predict_writes_npy_and_png_per_task_at_input_size(tiny_model, images, t
             "--task", "depth", "--task", "normal", "--sharpen-steps", "1", "-o", str(out), str(images)]
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "a_depth.npy", "a_depth.png", "a_normal.npy", "a_normal.png",
-        "b_depth.npy", "b_depth.png", "b_normal.npy", "b_normal.png",
+        "a.json", "a_depth.npy", "a_depth.png", "a_normal.npy", "a_normal.png",
+        "b.json", "b_depth.npy", "b_depth.png", "b_normal.npy", "b_normal.png",
     ]
+    meta = json.loads((out / "a.json").read_text())
+    # 40x56: short 40 -> 32, s = 0.8, w = int(44.8) = 44 -> 32
+    assert meta["refine_steps"] == 1 and meta["process_hw_px"] == [32, 32] and meta["refined"] is True
+    assert "not metres" in meta["files"]["a_depth.npy"] and "ROS optical frame" in meta["files"]["a_normal.npy"]
     depth = np.load(out / "a_depth.npy")
     normal = np.load(out / "b_normal.npy")
     assert depth.shape == (40, 56) and depth.dtype == np.float32

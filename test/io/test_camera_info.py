@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lotus2_ros.geometry.calibration import CameraCalibration
 from lotus2_ros.geometry.camera import PinholeCamera
 from lotus2_ros.io.camera_info import (
-    CameraCalibration,
     build_camera_info,
     camera_info_to_calibration,
     check_image_matches,

@@ -2,7 +2,7 @@
 
 On held-out synthetic frames (scene seeds the trainer never drew) it must beat the trivial
 baseline (constant disparity; every normal facing the camera) by a clear margin, through the
-same engine ``predict`` the node runs. (Its untrained start scores like the baseline:
+same perception pipeline the node runs. (Its untrained start scores like the baseline:
 ``models/demo/EVAL.md``.) Skips in a checkout without
 the model folder.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lotus2_ros.model.engine import EngineConfig, Lotus2Engine
+from lotus2_ros.perception.config import PerceptionConfig
+from lotus2_ros.perception.pipeline import load_pipeline
 from lotus2_ros.train.eval_data import synthetic_eval_samples
-from lotus2_ros.train.evaluate import constant_predictor, engine_predictor, evaluate_depth, evaluate_normals
+from lotus2_ros.train.evaluate import constant_predictor, evaluate_depth, evaluate_normals, pipeline_predictor
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "demo"
 pytestmark = [
@@ -33,23 +34,27 @@ def samples():
 
 
 @pytest.fixture(scope="module")
-def demo_engine():
-    return Lotus2Engine.load(EngineConfig(MODEL / "base_model", MODEL / "weights", tasks=("depth", "normal"),
-                                          process_res=json.loads((MODEL / "model.json").read_text())["process_res"]))
+def demo_pipeline():
+    """The demo model with its own defaults (weights/model.json: 160 px), as every front end loads it."""
+    return load_pipeline(PerceptionConfig(base_model=str(MODEL / "base_model"), weights=str(MODEL / "weights"),
+                                          device="cpu", dtype="fp32", metric_source="none",
+                                          require_camera_info=False))
 
 
-def test_the_demo_model_is_small_and_says_its_processing_size():
+def test_the_demo_model_is_small_and_says_its_processing_size(demo_pipeline):
     size = sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file())
     assert size < 20 * 2**20
-    assert json.loads((MODEL / "model.json").read_text())["process_res"] == 160
+    assert json.loads((MODEL / "weights" / "model.json").read_text())["process_res"] == 160
+    assert demo_pipeline.backend.info.settings.process_res == 160
+    assert demo_pipeline.tasks == ("depth", "normal")
     assert (MODEL / "EVAL.md").is_file()
 
 
 @pytest.mark.parametrize("sharpen_steps", [0, 4])
-def test_depth_beats_the_constant_baseline_on_held_out_frames(demo_engine, samples, sharpen_steps):
+def test_depth_beats_the_constant_baseline_on_held_out_frames(demo_pipeline, samples, sharpen_steps):
     """Ordering (δ1) on every frame; AbsRel on the indoor frames. The street frames' AbsRel is worse
     than the baseline's (far road to 300 m under the disparity alignment; see models/demo/EVAL.md)."""
-    predict = engine_predictor(demo_engine, "depth", sharpen_steps)
+    predict = pipeline_predictor(demo_pipeline, "depth", sharpen_steps)
 
     def metrics(predictor, kind=""):
         depth = [d for d, _ in samples if d.name.startswith(kind)]
@@ -60,17 +65,17 @@ def test_depth_beats_the_constant_baseline_on_held_out_frames(demo_engine, sampl
 
 
 @pytest.mark.parametrize("sharpen_steps", [0, 4])
-def test_normals_beat_the_constant_baseline_on_held_out_frames(demo_engine, samples, sharpen_steps):
+def test_normals_beat_the_constant_baseline_on_held_out_frames(demo_pipeline, samples, sharpen_steps):
     normals = [n for _, n in samples]
-    model = evaluate_normals(engine_predictor(demo_engine, "normal", sharpen_steps), normals, "synthetic", "demo").metrics
+    model = evaluate_normals(pipeline_predictor(demo_pipeline, "normal", sharpen_steps), normals, "synthetic", "demo").metrics
     constant = evaluate_normals(constant_predictor("normal"), normals, "synthetic", "constant").metrics
     assert model["mean"] < 0.5 * constant["mean"] and model["mean"] < 25.0
     assert model["a11.25"] > constant["a11.25"] + 10.0
 
 
-def test_predictions_are_finite_at_the_camera_size(demo_engine, samples):
+def test_predictions_are_finite_at_the_camera_size(demo_pipeline, samples):
     rgb = samples[0][0].rgb
-    pred = demo_engine.predict(rgb, sharpen_steps=0)[0]
+    pred = demo_pipeline.predict(rgb, refine_steps=0)
     assert pred.disparity.shape == rgb.shape[:2] and np.isfinite(pred.disparity).all()
     assert pred.normals.shape == (*rgb.shape[:2], 3)
     np.testing.assert_allclose(np.linalg.norm(pred.normals, axis=-1), 1.0, atol=1e-4)

@@ -1,8 +1,8 @@
-"""The Lotus-2 engine's stages and its ``predict`` wrapper on the tiny seeded model (CPU).
+"""The Lotus-2 backend's stages, and whole images through the perception pipeline (tiny seeded model, CPU).
 
 Numerical agreement with the official algorithm is checked in ``test_engine_reference.py``;
 these tests pin the stage contracts (shapes, dtypes, ranges), batching, determinism, adapter
-switching, configuration validation and the ``Prediction`` result.
+switching, configuration validation and the ``PerceptionOutput`` of a whole image.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from lotus2_ros.geometry.normals import model_to_optical
-from lotus2_ros.model.engine import MAX_SHARPEN_STEPS, EngineConfig, Lotus2Engine
-from lotus2_ros.prediction import Prediction
+from lotus2_ros.model.backend import BackendConfig
+from lotus2_ros.model.engine import MAX_SHARPEN_STEPS, Lotus2Engine
+from lotus2_ros.perception.pipeline import PerceptionOutput, offline_pipeline
 
 # The engine adds several named adapters to one transformer on purpose; peft warns about that.
 pytestmark = pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute:UserWarning")
@@ -40,17 +41,22 @@ def latents(tiny_engine, image):
         return tiny_engine.encode(tiny_engine.preprocess(image))  # [1,16,6,8]
 
 
+def _predict(engine, image, tasks=None, sharpen_steps=0):
+    """One image through the pipeline every front end uses (``lotus2 predict``)."""
+    return offline_pipeline(engine).predict(image, refine_steps=sharpen_steps, tasks=tasks)
+
+
 @pytest.fixture(scope="module")
 def predictions(tiny_engine, image):
     """Both tasks, 2 sharpener steps."""
-    return tiny_engine.predict(image, sharpen_steps=2)
+    return [_predict(tiny_engine, image, sharpen_steps=2)]
 
 
 @pytest.fixture(scope="module")
 def capped_engine(tiny_model):
     """Depth only, no sharpener, long edge capped at 64 px."""
-    return Lotus2Engine.load(EngineConfig(tiny_model.base_model, tiny_model.weights, tasks=("depth",),
-                                          process_res=64, load_sharpener=False))
+    return Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=tiny_model.weights,
+                                           tasks=("depth",), process_res=64, load_refiner=False))
 
 
 def _unit_norm_error(normals):
@@ -170,28 +176,29 @@ def test_sharpen_with_zero_steps_returns_the_input_unchanged(tiny_engine, latent
 def test_sharpen_steps_out_of_range_are_rejected(tiny_engine, latents, image, steps):
     with pytest.raises(ValueError, match=r"sharpen steps must be in 0\.\.10"):
         tiny_engine.sharpen(latents, "depth", steps)
-    with pytest.raises(ValueError, match=rf"sharpen_steps must be in 0\.\.10, got {steps}"):
-        tiny_engine.predict(image, sharpen_steps=steps)
+    with pytest.raises(ValueError, match=rf"refinement steps must be in 0\.\.10, got {steps}"):
+        _predict(tiny_engine, image, sharpen_steps=steps)
 
 
 def test_sharpening_without_the_sharpener_loaded_is_rejected(capped_engine, latents, image):
-    with pytest.raises(ValueError, match="detail sharpener was not loaded"):
-        capped_engine.predict(image, sharpen_steps=1)
+    with pytest.raises(ValueError, match=r"refinement step\(s\) requested but the refinement \(sharpen\) is not "
+                                         r"loaded for \['depth'\]"):
+        _predict(capped_engine, image, sharpen_steps=1)
     with pytest.raises(ValueError, match="detail sharpener for 'depth' is not loaded"):
         capped_engine.sharpen(latents, "depth", 2)
-    assert capped_engine.predict(image, sharpen_steps=0)[0].sharpen_steps == {"depth": 0}
+    assert _predict(capped_engine, image, sharpen_steps=0).refine_steps == 0
 
 
 # ----------------------------------------------------------------------------- predict
 def test_prediction_fields(predictions):
     assert len(predictions) == 1
     p = predictions[0]
-    assert isinstance(p, Prediction)
+    assert isinstance(p, PerceptionOutput) and p.refined is True
     assert p.disparity.shape == IMAGE_HW and p.disparity.dtype == np.float32
     assert p.disparity.min() >= 0.0 and p.disparity.max() <= 1.0
     assert p.normals.shape == (*IMAGE_HW, 3) and p.normals.dtype == np.float32
     assert _unit_norm_error(p.normals) < 1e-5
-    assert p.sharpen_steps == {"depth": 2, "normal": 2}
+    assert p.refine_steps == 2
     assert p.process_hw == PROCESS_HW
     expected = {"preprocess", "encode"} | {f"{stage}_{task}" for stage in ("core", "lcm", "sharpen", "decode",
                                                                              "postprocess")
@@ -201,52 +208,60 @@ def test_prediction_fields(predictions):
 
 
 def test_predict_only_the_requested_task(tiny_engine, image):
-    p = tiny_engine.predict(image, tasks=("normal",), sharpen_steps=0)[0]
+    p = _predict(tiny_engine, image, tasks=("normal",), sharpen_steps=0)
     assert p.disparity is None and p.normals.shape == (*IMAGE_HW, 3)
-    assert p.sharpen_steps == {"normal": 0}
+    assert p.refine_steps == 0 and p.refined is False
     assert "core_depth" not in p.timings_ms and "core_normal" in p.timings_ms
 
 
 def test_a_batch_of_two_equals_two_single_predictions(tiny_engine):
     batch = _image(hw=(32, 48), seed=5, batch=2)
-    together = tiny_engine.predict(batch, tasks=("depth",), sharpen_steps=1)
+
+    def disparity(images):  # the stages on a batch, as a backend runs them
+        with torch.no_grad():
+            cond = tiny_engine.encode(tiny_engine.preprocess(images))
+            z = tiny_engine.sharpen(tiny_engine.predict(cond, ("depth",))["depth"], "depth", 1)
+            return tiny_engine.to_depth(tiny_engine.decode(z), (32, 48))
+
+    together = disparity(batch)
     assert len(together) == 2
     for i in range(2):
-        alone = tiny_engine.predict(batch[i], tasks=("depth",), sharpen_steps=1)[0]
-        np.testing.assert_allclose(together[i].disparity, alone.disparity, atol=1e-5, rtol=0)
-    assert np.abs(together[0].disparity - together[1].disparity).max() > 1e-3
+        alone = _predict(tiny_engine, batch[i], tasks=("depth",), sharpen_steps=1).disparity
+        np.testing.assert_allclose(together[i], alone, atol=1e-5, rtol=0)
+    assert np.abs(together[0] - together[1]).max() > 1e-3
 
 
 def test_predict_is_deterministic_within_and_across_engines(tiny_model, tiny_engine, image, predictions):
-    again = tiny_engine.predict(image, sharpen_steps=2)[0]
+    again = _predict(tiny_engine, image, sharpen_steps=2)
     assert np.array_equal(again.disparity, predictions[0].disparity)
     assert np.array_equal(again.normals, predictions[0].normals)
-    other = Lotus2Engine.load(EngineConfig(tiny_model.base_model, tiny_model.weights, tasks=("depth",)))
-    assert np.array_equal(other.predict(image, sharpen_steps=2)[0].disparity, predictions[0].disparity)
+    other = Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=tiny_model.weights,
+                                            tasks=("depth",)))
+    assert np.array_equal(_predict(other, image, sharpen_steps=2).disparity, predictions[0].disparity)
 
 
 def test_an_unknown_or_unloaded_task_is_rejected(tiny_engine, capped_engine, image):
     with pytest.raises(ValueError, match=r"tasks \['segmentation'\] are not loaded"):
-        tiny_engine.predict(image, tasks=("segmentation",))
+        _predict(tiny_engine, image, tasks=("segmentation",))
     with pytest.raises(ValueError, match=r"tasks \['normal'\] are not loaded \(loaded: \('depth',\)\)"):
-        capped_engine.predict(image, tasks=("normal",), sharpen_steps=0)
+        _predict(capped_engine, image, tasks=("normal",), sharpen_steps=0)
 
 
 def test_process_res_caps_a_large_image(capped_engine, tiny_engine):
     img = _image(hw=(64, 200), seed=2)
     # cap 64: s = 64/200, h = int(20.48) = 20, w = 64; short 20 -> 16, s = 0.8: w = int(51.2) = 51 -> 48
-    capped = capped_engine.predict(img, sharpen_steps=0)[0]
+    capped = _predict(capped_engine, img, sharpen_steps=0)
     assert capped.process_hw == (16, 48)
     assert capped.disparity.shape == (64, 200)
     # default cap 1024: short 64 is a multiple of 16 (s = 1), w = 200 -> 12*16 = 192
-    assert tiny_engine.predict(img, tasks=("depth",), sharpen_steps=0)[0].process_hw == (64, 192)
+    assert _predict(tiny_engine, img, tasks=("depth",), sharpen_steps=0).process_hw == (64, 192)
 
 
 def test_a_bf16_engine_on_cpu_stays_close_to_fp32(tiny_model, image, predictions):
-    bf16 = Lotus2Engine.load(EngineConfig(tiny_model.base_model, tiny_model.weights, tasks=("depth", "normal"),
-                                          dtype="bf16"))
+    bf16 = Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=tiny_model.weights,
+                                           tasks=("depth", "normal"), dtype="bf16"))
     assert bf16.transformer.dtype == torch.bfloat16 and bf16.vae.dtype == torch.bfloat16
-    got = bf16.predict(image, sharpen_steps=2)[0]
+    got = _predict(bf16, image, sharpen_steps=2)
     ref = predictions[0]  # fp32, same image and steps
     assert got.disparity.dtype == np.float32 and got.normals.dtype == np.float32
     assert np.abs(got.disparity - ref.disparity).mean() < 0.05
@@ -258,7 +273,9 @@ def test_a_bf16_engine_on_cpu_stays_close_to_fp32(tiny_model, image, predictions
 
 def test_predict_rejects_a_non_rgb_image(tiny_engine):
     with pytest.raises(ValueError, match="shape"):
-        tiny_engine.predict(np.zeros((32, 32), np.uint8))
+        tiny_engine.preprocess(np.zeros((32, 32), np.uint8))
+    with pytest.raises(ValueError, match=r"uint8 RGB \[H,W,3\], got uint8 \(32, 32\)"):
+        _predict(tiny_engine, np.zeros((32, 32), np.uint8))
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -267,6 +284,8 @@ def test_predict_rejects_a_non_rgb_image(tiny_engine):
     [
         ({"dtype": "fp64"}, "dtype must be one of"),
         ({"tasks": ()}, "tasks must be a non-empty subset"),
+        ({"family": "lotus3"}, "backend must be one of"),
+        ({"refine_steps": 11}, "refine_steps must be in 0..10"),
         ({"tasks": ("depth", "depth")}, "tasks must be a non-empty subset"),
         ({"tasks": ("segmentation",)}, "tasks must be a non-empty subset"),
         ({"tasks": "depth"}, "tasks must be a non-empty subset"),
@@ -274,13 +293,32 @@ def test_predict_rejects_a_non_rgb_image(tiny_engine):
         ({"process_res": 8}, "process_res must be >= 16 or None, got 8"),
     ],
 )
-def test_engine_config_rejects_bad_values_naming_them(overrides, match):
+def test_backend_config_rejects_bad_values_naming_them(overrides, match):
     with pytest.raises(ValueError, match=match):
-        EngineConfig("base", "weights", **overrides)
+        BackendConfig(base_model="base", weights="weights", **overrides)
 
 
-def test_engine_config_defaults():
-    config = EngineConfig("base", "weights")
-    assert (config.tasks, config.device, config.dtype, config.process_res, config.load_sharpener) == (
-        ("depth",), "cpu", "fp32", 1024, True)
-    assert EngineConfig("base", "weights", process_res=None, device="cuda:1").process_res is None
+def test_backend_config_defaults_leave_model_settings_to_the_model():
+    config = BackendConfig(base_model="base", weights="weights")
+    assert (config.family, config.tasks, config.device, config.dtype, config.process_res, config.refine_steps,
+            config.full_resolution, config.load_refiner) == ("lotus2", None, "cpu", "fp32", None, None, False, True)
+    with pytest.raises(TypeError):
+        BackendConfig("base", "weights")  # keyword-only: a swapped base model / weights cannot slip through
+
+
+def test_the_tiny_model_gets_the_official_defaults_and_a_model_json_overrides_them(tiny_model, tmp_path):
+    import shutil
+
+    assert Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=tiny_model.weights,
+                                           load_refiner=False)).info.settings.process_res == 1024
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_model.weights, weights)
+    (weights / "model.json").write_text('{"process_res": 64, "sharpen_steps": 3, "tasks": ["normal"]}')
+    engine = Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=weights))
+    s = engine.info.settings
+    assert (s.tasks, s.process_res, s.refine_steps) == (("normal",), 64, 3) and len(s.notes) == 3
+    assert engine.info.source == str(weights / "model.json")
+    # What the user gives wins over the model's defaults.
+    mine = Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=weights, tasks=("depth",),
+                                           process_res=96, refine_steps=1))
+    assert (mine.info.tasks, mine.info.settings.process_res, mine.info.settings.refine_steps) == (("depth",), 96, 1)

@@ -1,4 +1,5 @@
-"""The engine against an independent step-by-step re-computation of the official algorithm.
+"""The engine, through the perception pipeline, against an independent step-by-step re-computation of
+the official algorithm.
 
 The reference below is written from the official Lotus-2 inference description directly on the
 diffusers modules (FluxPipeline's static pack/unpack/ids helpers, the FlowMatch Euler scheduler
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+
+from lotus2_ros.perception.pipeline import offline_pipeline
 
 OFFICIAL_TARGETS = [
     "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0", "attn.add_k_proj", "attn.add_q_proj",
@@ -101,7 +104,7 @@ def test_engine_matches_step_by_step_reference(tiny_model, tiny_engine, task, st
     rng = np.random.default_rng(7)
     image = (rng.random((72, 104, 3)) * 255).astype(np.uint8)  # processed at 64x80 (short side 72 -> 64, then 92 -> 80)
     ref = reference_predict(tiny_model.base_model, tiny_model.weights, task, image, steps)
-    pred = tiny_engine.predict(image, tasks=(task,), sharpen_steps=steps)[0]
+    pred = offline_pipeline(tiny_engine).predict(image, refine_steps=steps, tasks=(task,))
     got = pred.disparity if task == "depth" else pred.normals
     assert got.shape == ref.shape
     assert pred.process_hw == (64, 80)
@@ -111,8 +114,8 @@ def test_engine_matches_step_by_step_reference(tiny_model, tiny_engine, task, st
 
 def test_sharpener_steps_change_the_prediction(tiny_engine):
     image = (np.random.default_rng(3).random((64, 64, 3)) * 255).astype(np.uint8)
-    d0 = tiny_engine.predict(image, tasks=("depth",), sharpen_steps=0)[0].disparity
-    d2 = tiny_engine.predict(image, tasks=("depth",), sharpen_steps=2)[0].disparity
+    d0 = offline_pipeline(tiny_engine).predict(image, refine_steps=0, tasks=("depth",)).disparity
+    d2 = offline_pipeline(tiny_engine).predict(image, refine_steps=2, tasks=("depth",)).disparity
     assert np.abs(d0 - d2).max() > 1e-3
 
 

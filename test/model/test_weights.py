@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lotus2_ros.model.engine import EngineConfig, Lotus2Engine
+from lotus2_ros.model.backend import BackendConfig
+from lotus2_ros.model.engine import Lotus2Engine
 from lotus2_ros.model.lcm import LocalContinuityModule
 from lotus2_ros.model.tiny import TINY_LORA_RANKS, lora_target_modules
 from lotus2_ros.model.weights import (
@@ -292,7 +293,7 @@ def test_loading_an_engine_with_a_missing_file_names_it(tmp_path, tiny_model):
     (weights / "lotus-2_detail_sharpener_normal.safetensors").unlink()
     (weights / "lotus-2_lcm_normal.safetensors").unlink()
     with pytest.raises(WeightsError, match="missing Lotus-2 normal weight file") as info:
-        Lotus2Engine.load(EngineConfig(tiny_model.base_model, weights, tasks=("depth", "normal")))
+        Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=weights, tasks=("depth", "normal")))
     msg = str(info.value)
     assert "lotus-2_detail_sharpener_normal.safetensors" in msg and "lotus-2_lcm_normal.safetensors" in msg
     assert "core_predictor" not in msg
@@ -302,18 +303,20 @@ def test_loading_an_engine_without_the_sharpener_still_needs_the_core_predictor(
     weights = _copy_weights(tiny_model, tmp_path)
     (weights / CORE_DEPTH).unlink()
     with pytest.raises(WeightsError, match="missing Lotus-2 depth core predictor or LCM"):
-        Lotus2Engine.load(EngineConfig(tiny_model.base_model, weights, load_sharpener=False))
+        Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=weights, tasks=("depth", "normal"),
+                                        load_refiner=False))
 
 
 def test_loading_an_engine_with_a_corrupt_lcm_names_the_file(tmp_path, tiny_model):
     weights = _copy_weights(tiny_model, tmp_path)
     (weights / LCM_DEPTH).write_bytes(b"garbage" * 16)
     with pytest.raises(WeightsError, match=f"cannot read weight file .*{LCM_DEPTH}"):
-        Lotus2Engine.load(EngineConfig(tiny_model.base_model, weights, load_sharpener=False))
+        Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=weights, tasks=("depth", "normal"),
+                                        load_refiner=False))
 
 
 def test_loading_an_engine_from_missing_folders_names_them(tmp_path, tiny_model):
     with pytest.raises(FileNotFoundError, match="weights folder not found"):
-        Lotus2Engine.load(EngineConfig(tiny_model.base_model, tmp_path / "no_weights"))
+        Lotus2Engine.load(BackendConfig(base_model=tiny_model.base_model, weights=tmp_path / "no_weights"))
     with pytest.raises(FileNotFoundError, match="base model"):
-        Lotus2Engine.load(EngineConfig(tmp_path / "no_base", tiny_model.weights))
+        Lotus2Engine.load(BackendConfig(base_model=tmp_path / "no_base", weights=tiny_model.weights))

@@ -119,7 +119,7 @@ def test_a_value_of_the_wrong_type_raises_naming_the_parameter(name, value):
 
 
 @pytest.mark.parametrize("name, value", [
-    ("process_res", 8), ("process_res", 8192), ("sharpen_steps", 0), ("sharpen_steps", 11),
+    ("process_res", 8), ("process_res", 8192), ("process_res", -2), ("sharpen_steps", -1), ("sharpen_steps", 11),
     ("sharpen_rate_hz", -0.5), ("sharpen_rate_hz", 100.5), ("min_depth_m", -0.1),
     ("diagnostics_period_s", 0.0), ("max_depth_m", float("nan")), ("fixed_shift", float("inf")),
 ])
@@ -145,10 +145,34 @@ def test_a_bad_device_string_raises(device):
     assert repr(device) in str(info.value)
 
 
-@pytest.mark.parametrize("tasks", [[], ["depth", "depth"], ["depth", "segmentation"], ["Depth"]])
+@pytest.mark.parametrize("tasks", [["depth", "depth"], ["depth", "segmentation"], ["Depth"]])
 def test_tasks_must_be_distinct_known_names(tasks):
     with pytest.raises(ConfigError, match="tasks"):
         _cpu(tasks=tasks)
+
+
+def test_model_intrinsic_settings_default_to_the_models_own():
+    cfg = _cpu()
+    assert (cfg.tasks, cfg.process_res, cfg.sharpen_steps) == ([], 0, 0)
+    assert (cfg.model_tasks(), cfg.model_process_res(), cfg.no_cap) == (None, None, False)
+    assert _cpu(process_res=-1).no_cap and _cpu(process_res=-1).model_process_res() is None
+    assert _cpu(process_res=160, tasks=["normal"]).model_process_res() == 160
+    assert _cpu(tasks=["normal"]).model_tasks() == ("normal",)
+
+
+def test_the_configuration_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch': raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from lotus2_ros.perception.config import PerceptionConfig\n"
+            "from lotus2_ros.model.spec import resolve_model_request\n"
+            "PerceptionConfig(device='cpu'); assert 'torch' not in sys.modules; print('ok')")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("lo, hi", [(5.0, 5.0), (10.0, 2.0)])

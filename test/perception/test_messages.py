@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lotus2_ros.geometry.calibration import CameraCalibration
 from lotus2_ros.geometry.camera import PinholeCamera
-from lotus2_ros.io.camera_info import CameraCalibration
 from lotus2_ros.io.image_msgs import image_msg_to_array
 from lotus2_ros.io.msg_types import rosbags_types
 from lotus2_ros.io.pointcloud import read_pointcloud2_fields, unpack_rgb

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lotus2_ros.geometry.calibration import CameraCalibration
 from lotus2_ros.geometry.camera import PinholeCamera
 from lotus2_ros.io import build_header, build_image, rosbags_types
-from lotus2_ros.io.camera_info import CameraCalibration, build_camera_info
+from lotus2_ros.io.camera_info import build_camera_info
 from lotus2_ros.io.pointcloud import build_pointcloud2
 from lotus2_ros.perception import Frame, PerceptionConfig, PerceptionPipeline
 from lotus2_ros.perception.assembly import FrameAssembler, MissingCameraInfo

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
+from lotus2_ros.geometry.calibration import CameraCalibration
 from lotus2_ros.geometry.camera import PinholeCamera
-from lotus2_ros.io.camera_info import CameraCalibration
 from lotus2_ros.model.engine import Lotus2Engine
 from lotus2_ros.perception import Frame, PerceptionConfig, PerceptionPipeline
 from lotus2_ros.perception.pipeline import _points_from_depth
@@ -243,10 +243,14 @@ def test_a_refinement_needs_steps_times_tasks_step_calls(refined):
     assert refinement.step() is True and refinement.steps_done == 4  # no further work once done
 
 
-def test_a_refinement_defaults_to_the_configured_step_count(passes):
+def test_a_refinement_defaults_to_the_configured_step_count_else_the_models(passes, tiny_engine):
+    # sharpen_steps 0: the model's own (the tiny model has no model.json: the official 10 steps).
+    assert passes["pipeline"].config.sharpen_steps == 0 and tiny_engine.info.settings.refine_steps == 10
     refinement = passes["pipeline"].start_refinement(passes["ctx"])
-    assert refinement.total_steps == passes["pipeline"].config.sharpen_steps * 2
+    assert refinement.total_steps == 10 * 2
     assert refinement.done is False
+    three = PerceptionPipeline(_config(sharpen_steps=3), tiny_engine)
+    assert three.start_refinement(passes["ctx"]).total_steps == 3 * 2
 
 
 def test_a_refined_result_is_marked_keeps_its_frame_and_differs_from_the_core(refined, fixed, passes):

@@ -14,12 +14,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lotus2_ros.model.engine import EngineConfig, Lotus2Engine
+from lotus2_ros.perception.pipeline import offline_pipeline
+from lotus2_ros.model.backend import BackendConfig
+from lotus2_ros.model.engine import Lotus2Engine
 from lotus2_ros.model.weights import TaskWeightFiles
 from lotus2_ros.train import eval_data
 from lotus2_ros.train.config import TrainConfig
 from lotus2_ros.train.data import SyntheticOptions
-from lotus2_ros.train.evaluate import engine_predictor, evaluate_depth, evaluate_normals
+from lotus2_ros.train.evaluate import evaluate_depth, evaluate_normals, pipeline_predictor
 from lotus2_ros.train.metrics import angular_error_deg
 from lotus2_ros.train.trainer import Trainer
 
@@ -43,11 +45,17 @@ def _image(seed=0):
     return (np.random.default_rng(seed).random((48, 64, 3)) * 255).astype(np.uint8)
 
 
+def _load(base_model, weights, tasks=("depth", "normal"), sharpener=False):
+    """The exported model as ``lotus2 predict`` loads it (the pipeline around the engine)."""
+    return offline_pipeline(Lotus2Engine.load(BackendConfig(base_model=base_model, weights=weights, tasks=tasks,
+                                                            load_refiner=sharpener)))
+
+
 def _heldout_metrics(base_model, weights, count=8):
-    engine = Lotus2Engine.load(EngineConfig(base_model, weights, tasks=("depth", "normal"), load_sharpener=False))
+    pipeline = _load(base_model, weights)
     pairs = list(eval_data.synthetic_eval_samples(count, *FRAME_WH))
-    d = evaluate_depth(engine_predictor(engine, "depth", 0), [a for a, _ in pairs], "synthetic", "m", 1e-3, 1e3)
-    n = evaluate_normals(engine_predictor(engine, "normal", 0), [b for _, b in pairs], "synthetic", "m")
+    d = evaluate_depth(pipeline_predictor(pipeline, "depth", 0), [a for a, _ in pairs], "synthetic", "m", 1e-3, 1e3)
+    n = evaluate_normals(pipeline_predictor(pipeline, "normal", 0), [b for _, b in pairs], "synthetic", "m")
     return d.metrics["abs_rel"], n.metrics["mean"]
 
 
@@ -97,21 +105,20 @@ def test_export_then_predict_gives_the_in_memory_prediction(trained_base, tmp_pa
     trainer = Trainer(cfg)
     result = trainer.run()
     image = _image()
-    expected = trainer.engine.predict(image, sharpen_steps=0)[0]
+    expected = offline_pipeline(trainer.engine).predict(image, refine_steps=0)
     base = result.export_base_model if full_finetune else trained_base.base_model
     assert (base / "transformer").is_dir() and (result.export_base_model is not None) == full_finetune
     if full_finetune:  # the export names no folder of the machine it was trained on
         assert "_name_or_path" not in json.loads((base / "transformer" / "config.json").read_text())
-    loaded = Lotus2Engine.load(EngineConfig(base, result.export_weights, tasks=("depth", "normal"),
-                                            load_sharpener=False)).predict(image, sharpen_steps=0)[0]
+    loaded = _load(base, result.export_weights).predict(image, refine_steps=0)
     np.testing.assert_allclose(loaded.disparity, expected.disparity, atol=1e-5)
     # Normals are normalised decoded vectors: float rounding of (B·s)·A vs s·(B·A) can move a
     # short one by more than 1e-5 per component; compare directions instead.
     assert angular_error_deg(loaded.normals, expected.normals).max() < 0.05
     # The training changed the model (the export is not the base model with inert adapters).
-    untouched = Lotus2Engine.load(EngineConfig(trained_base.base_model, Trainer(replace(
-        cfg, output_dir=tmp_path / "zero", max_steps=0)).run().export_weights, tasks=("depth",),
-        load_sharpener=False)).predict(image, sharpen_steps=0)[0]
+    untouched = _load(trained_base.base_model, Trainer(replace(
+        cfg, output_dir=tmp_path / "zero", max_steps=0)).run().export_weights, tasks=("depth",)).predict(
+        image, refine_steps=0)
     assert np.abs(untouched.disparity - loaded.disparity).max() > 1e-3
 
 
@@ -133,9 +140,9 @@ def test_sharpener_trains_on_the_frozen_core_and_exports_a_complete_folder(train
         dst = getattr(TaskWeightFiles.in_folder(result.export_weights, "depth"), kind)
         assert src.read_bytes() == dst.read_bytes()
     image = _image(1)
-    expected = trainer.engine.predict(image, sharpen_steps=2)[0]
-    loaded = Lotus2Engine.load(EngineConfig(trained_base.base_model, result.export_weights, tasks=("depth",)))
-    np.testing.assert_allclose(loaded.predict(image, sharpen_steps=2)[0].disparity, expected.disparity, atol=1e-5)
+    expected = offline_pipeline(trainer.engine).predict(image, refine_steps=2)
+    loaded = _load(trained_base.base_model, result.export_weights, tasks=("depth",), sharpener=True)
+    np.testing.assert_allclose(loaded.predict(image, refine_steps=2).disparity, expected.disparity, atol=1e-5)
     (step, metrics), = result.validations
     assert step == 25 and {"depth_abs_rel_sharpen0", "depth_abs_rel_sharpen2"} <= set(metrics)
 

@@ -1,6 +1,6 @@
 """Benchmark of the message converters (prints figures; not a test).
 
-Run with ``python -m lotus2_ros.io.benchmark [--repeats 15]``. Times are wall-clock medians (and
+Run with ``python benchmarks/message_converters.py [--repeats 15]``. Times are wall-clock medians (and
 minima) per call; the ``x memcpy`` column compares with copying the message's data bytes once
 (``ndarray.copy``) in the same process, the floor for anything that produces a new message. The
 rclpy rows need the ROS 2 Python packages and are skipped without them; they also compare ways
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import array
-import importlib
 import os
 import statistics
 import time
@@ -20,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .image_msgs import build_compressed_image, build_image, compressed_msg_to_rgb, image_msg_to_rgb
-from .msg_types import MessageTypes, rosbags_types
-from .pointcloud import build_pointcloud2, pointcloud2_to_xyz
-from .stamps import build_header
+from lotus2_ros.io.image_msgs import build_compressed_image, build_image, compressed_msg_to_rgb, image_msg_to_rgb
+from lotus2_ros.io.msg_types import MessageTypes, rosbags_types
+from lotus2_ros.io.pointcloud import build_pointcloud2, pointcloud2_to_xyz
+from lotus2_ros.io.stamps import build_header
 
 SIZES = ((640, 480), (1280, 720))
 
@@ -49,7 +48,9 @@ def _row(label: str, fn: Callable[[], Any], repeats: int, nbytes: int) -> None:
 def _providers() -> list[MessageTypes]:
     providers: list[MessageTypes] = [rosbags_types()]
     try:  # the ROS shell's provider; optional so the benchmark runs without ROS
-        providers.append(importlib.import_module("lotus2_ros.ros.msg_types").rclpy_types())
+        from lotus2_ros.ros.msg_types import rclpy_types
+
+        providers.append(rclpy_types())
     except ImportError as err:
         print(f"(rclpy rows skipped: {err})")
     return providers
@@ -105,7 +106,9 @@ def bench_rclpy_assignment(repeats: int) -> None:
     try:
         from sensor_msgs.msg import Image
 
-        rclpy_types = importlib.import_module("lotus2_ros.ros.msg_types").rclpy_types()
+        from lotus2_ros.ros.msg_types import rclpy_types as make_rclpy_types
+
+        rclpy_types = make_rclpy_types()
     except ImportError:
         return
 
