@@ -33,3 +33,19 @@ def tiny_pipeline(tiny_engine):
     from lotus2_ros.perception.pipeline import offline_pipeline
 
     return offline_pipeline(tiny_engine)
+
+
+@pytest.fixture(scope="session")
+def tiny_lotus1(tmp_path_factory):
+    """``TinyLotus1``: Lotus-G depth (disparity release) + normal folders, seed 0."""
+    from lotus2_ros.model.tiny_lotus1 import make_tiny_lotus1
+
+    return make_tiny_lotus1(tmp_path_factory.mktemp("tiny_lotus1") / "g", mode="g", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_lotus1_d(tmp_path_factory):
+    """``TinyLotus1``: Lotus-D depth (a depth-output release, like v1-0) + normal folders, seed 1."""
+    from lotus2_ros.model.tiny_lotus1 import make_tiny_lotus1
+
+    return make_tiny_lotus1(tmp_path_factory.mktemp("tiny_lotus1") / "d", mode="d", seed=1, depth_output="depth")

@@ -212,12 +212,12 @@ def plan_bag_run(options: ProcessBagOptions, model: ModelSettings | None = None)
     tasks = tuple(config.tasks) or model.tasks
     if any(t not in model.tasks for t in tasks):
         raise ConfigError(f"tasks {list(tasks)} requested but the model predicts {list(model.tasks)}")
-    steps = (config.sharpen_steps or model.refine_steps) if config.sharpen_enabled and opt.sharpen_every > 0 else 0
+    steps = (config.refine_setting or model.refine_steps) if config.sharpen_enabled and opt.sharpen_every > 0 else 0
     # The model's own defaults are written into the plan: a resumed run with another model differs.
     config = config.replace(sharpen_enabled=steps > 0, tasks=list(tasks),
-                            sharpen_steps=steps if steps > 0 else config.sharpen_steps)
+                            **{config.refine_field: steps if steps > 0 else config.refine_setting})
     refined = steps > 0
-    output_topics = planned_output_topics(config, tasks,
+    output_topics = planned_output_topics(config, tasks, depth_output=model.depth_output, refinement=model.refinement,
                                           core=opt.write_core or not refined or opt.sharpen_every > 1,
                                           refined=refined, camera_info=topics.camera_info is not None)
     if opt.copy_inputs:

@@ -18,7 +18,7 @@ log = logging.getLogger("lotus2")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, required: bool = True, defaults: bool = True) -> None:
-    """``--backend --base-model --weights --device --dtype --process-res --sharpen-steps``.
+    """``--backend --base-model --weights --device --dtype --process-res --sharpen-steps --seed --ensemble``.
 
     Args:
         required: ``--weights`` (and, for Lotus-2, ``--base-model``) must be given.
@@ -26,11 +26,13 @@ def add_model_arguments(p: argparse.ArgumentParser, *, required: bool = True, de
             None (the bag tool takes them from its ``--config`` then).
     """
     p.add_argument("--backend", choices=BACKENDS, default=None if not defaults else "lotus2",
-                   help="model family (default lotus2)")
+                   help="model family: lotus2 (FLUX.1-dev, a data-centre GPU) or lotus1 (Stable Diffusion 2 "
+                        "Lotus-D/G, a small GPU)" + (" (default lotus2)" if defaults else ""))
     p.add_argument("--base-model", type=Path, metavar="DIR",
-                   help="Lotus-2: the FLUX.1-dev folder in diffusers layout (transformer/, vae/, scheduler/)")
+                   help="lotus2: the FLUX.1-dev folder in diffusers layout (transformer/, vae/, scheduler/)")
     p.add_argument("--weights", type=Path, required=required, metavar="DIR",
-                   help="the model's weights folder (Lotus-2: the official files + exported prompt embeddings)")
+                   help="the model's weights: lotus2: the official files + exported prompt embeddings; lotus1: a "
+                        "released pipeline folder (lotus-depth-g-v1-0, …) or a folder holding one per task")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32" if defaults else None,
                    help="model precision" + (" (default fp32)" if defaults else ""))
     p.add_argument("--device", default="cpu" if defaults else None,
@@ -39,8 +41,13 @@ def add_model_arguments(p: argparse.ArgumentParser, *, required: bool = True, de
                    help="cap on the long edge in px (never upscales); 0 = no cap (full resolution); "
                         "default: the model's (1024 for the Lotus-2 release, model.json for other models)")
     p.add_argument("--sharpen-steps", type=sharpen_steps, default=None, metavar="N",
-                   help=f"detail-sharpener steps, 0 (off) to {MAX_REFINE_STEPS}; default: the model's "
+                   help=f"lotus2: detail-sharpener steps, 0 (off) to {MAX_REFINE_STEPS}; default: the model's "
                         "(10 for the Lotus-2 release)")
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="lotus1 Lotus-G: the noise seed, drawn as the official pipeline draws it (default 0)")
+    p.add_argument("--ensemble", type=_ensemble, default=None, metavar="K",
+                   help="lotus1 Lotus-G: predict with K seeds (2..10) and give their mean and per-pixel standard "
+                        "deviation (the uncertainty); default: the model's (none)")
 
 
 def add_task_argument(p: argparse.ArgumentParser) -> None:
@@ -52,6 +59,13 @@ def sharpen_steps(text: str) -> int:
     n = int(text)
     if not 0 <= n <= MAX_REFINE_STEPS:
         raise argparse.ArgumentTypeError(f"must be in 0..{MAX_REFINE_STEPS}, got {n}")
+    return n
+
+
+def _ensemble(text: str) -> int:
+    n = int(text)
+    if not (n == 0 or 2 <= n <= MAX_REFINE_STEPS):
+        raise argparse.ArgumentTypeError(f"must be 0 (none) or 2..{MAX_REFINE_STEPS}, got {n}")
     return n
 
 
@@ -75,11 +89,22 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[name] = getattr(args, name)
     if getattr(args, "process_res", None) is not None:
         out["process_res"] = PROCESS_RES_NO_CAP if args.process_res == 0 else args.process_res
+    lotus1 = out.get("backend") == "lotus1"
     if getattr(args, "sharpen_steps", None) is not None:
+        if lotus1:
+            raise ValueError("--sharpen-steps is for lotus2 (the detail sharpener); Lotus-G refines with --ensemble K")
         n = args.sharpen_steps
         out["sharpen_enabled"] = n > 0
         if n > 0:
             out["sharpen_steps"] = n
+    if getattr(args, "ensemble", None) is not None:
+        if not lotus1 and out.get("backend") is not None:
+            raise ValueError("--ensemble is for lotus1 (Lotus-G seeds); Lotus-2 refines with --sharpen-steps")
+        out["sharpen_enabled"] = args.ensemble > 0
+        if args.ensemble > 0:
+            out["ensemble_size"] = args.ensemble
+    if getattr(args, "seed", None) is not None:
+        out["seed"] = args.seed
     if getattr(args, "task", None):
         out["tasks"] = list(dict.fromkeys(args.task))
     return out

@@ -85,6 +85,7 @@ def command(args: argparse.Namespace) -> int:
         tasks = pipeline.tasks
         predictors = {t: pipeline_predictor(pipeline, t) for t in tasks}
 
+    space = pipeline.backend.info.depth_output if not args.baseline else "disparity"
     lists = {"depth": dict(args.depth_list), "normal": dict(args.normal_list)}
     results = []
     try:
@@ -93,7 +94,7 @@ def command(args: argparse.Namespace) -> int:
                 r = eval_data.DEPTH_RANGES.get(ds)
                 samples = eval_data.depth_eval_samples(ds, root, lists["depth"].get(ds), args.max_images)
                 results.append(evaluate_depth(predictors["depth"], samples, ds, name, r.min_m if r else 0,
-                                              r.max_m if r else 0, progress=True))
+                                              r.max_m if r else 0, progress=True, space=space))
         if "normal" in tasks:
             for ds, root in args.normal_dataset:
                 samples = eval_data.normal_eval_samples(ds, root, lists["normal"].get(ds), args.max_images)
@@ -102,7 +103,7 @@ def command(args: argparse.Namespace) -> int:
             pairs = list(eval_data.synthetic_eval_samples(args.synthetic, sw, sh))
             if "depth" in tasks:
                 results.append(evaluate_depth(predictors["depth"], [d for d, _ in pairs], "synthetic", name,
-                                              1e-3, 1e3))
+                                              1e-3, 1e3, space=space))
             if "normal" in tasks:
                 results.append(evaluate_normals(predictors["normal"], [n for _, n in pairs], "synthetic", name))
     except (FileNotFoundError, ValueError) as err:
@@ -115,15 +116,17 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _published_protocol_resolution(args: argparse.Namespace) -> bool:
-    """True when the model states no processing size of its own (no ``model.json`` value).
+    """True when the model states no processing size of its own (no ``process_res`` in its ``model.json``).
 
-    The official evaluation runs the release at the input resolution; a model trained at one
+    The official evaluations run the releases at the input resolution; a model trained at one
     size (the demo model: 160 px) is evaluated at that size, as every other front end runs it.
     """
-    from ..model.spec import FAMILY_DEFAULTS, read_model_defaults
+    import json
 
+    from ..model.spec import MODEL_DEFAULTS_FILE
+
+    path = Path(args.weights) / MODEL_DEFAULTS_FILE
     try:
-        defaults = read_model_defaults(args.backend or "lotus2", args.weights)
-    except ValueError:
-        return False  # the load reports it
-    return defaults.source == FAMILY_DEFAULTS[args.backend or "lotus2"].source
+        return "process_res" not in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return True  # no (readable) model.json: the load reports a bad one

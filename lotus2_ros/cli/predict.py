@@ -4,7 +4,7 @@ Writes, per input ``<stem>`` (see :mod:`lotus2_ros.perception.export`): ``<stem>
 (float32 [H,W], the official relative output: affine-invariant disparity, larger = nearer) and
 ``<stem>_depth.png`` (colour-mapped), ``<stem>_normal.npy`` (float32 [H,W,3] unit vectors, ROS
 optical frame) and ``<stem>_normal.png``, and ``<stem>.json`` (what each file holds, the
-processing size and steps). Existing outputs are never overwritten without ``--force``.
+processing size and steps); with a Lotus-G ensemble (``--ensemble K``) also ``<stem>_depth_std.npy``. Existing outputs are never overwritten without ``--force``.
 """
 
 from __future__ import annotations
@@ -36,11 +36,14 @@ def command(args: argparse.Namespace) -> int:
     try:
         images = collect_images(args.images)
         config = offline_config(args)
-        tasks = model_settings(config).tasks
+        settings = model_settings(config)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2
-    existing = [p for img in images for p in planned_files(args.output, img.stem, tasks) if p.exists()]
+    ensemble = (settings.refinement == "ensemble" and config.sharpen_enabled
+                and (config.refine_setting or settings.refine_steps) > 1)
+    existing = [p for img in images for p in planned_files(args.output, img.stem, settings.tasks, uncertainty=ensemble)
+                if p.exists()]
     if existing and not args.force:
         log.error("%d output file(s) exist, e.g. %s; pass --force to overwrite", len(existing), existing[0])
         return 2

@@ -1,4 +1,5 @@
-"""Robust fit of the affine-invariant disparity to metric depth: ``1 / z ≈ s·d + t``.
+"""Robust fit of an affine-invariant prediction to metric depth: ``1 / z ≈ s·d + t`` (disparity)
+or ``z ≈ s·d + t`` (models that predict affine-invariant depth, :func:`fit_depth_affine`).
 
 The model predicts disparity ``d`` up to an unknown scale ``s > 0`` and shift ``t``; sparse
 metric depths ``z`` (LiDAR, a sparse depth image) fix both. The model is fitted in disparity
@@ -37,14 +38,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "FIT_SPACES",
     "FitResult",
     "ScaleFitConfig",
+    "fit_affine",
+    "fit_depth_affine",
     "fit_disparity_affine",
+    "metric_depth_from_depth",
     "metric_depth_from_disparity",
+    "metric_depth_from_relative",
 ]
 
-#: Fit space reported in diagnostics and the ``ScaleFit`` message.
+#: Fit space reported in diagnostics and the ``ScaleFit`` message (the default).
 FIT_SPACE = "disparity"
+#: ``disparity``: ``1/z ≈ s·d + t``; ``depth``: ``z ≈ s·d + t``.
+FIT_SPACES = ("disparity", "depth")
 _MAD_TO_SIGMA = 1.4826
 _MIN_CUTOFF = 1e-3  # relative depth; keeps the biweight finite for a perfect prediction
 
@@ -125,7 +133,7 @@ class FitResult:
         disparity_range: (5th, 95th) percentile of the inliers' predicted disparity: where the
             fit is supported (the temporal filter compares fits there). NaN without inliers.
         inliers: [N] bool over the input arrays (False for dropped pairs).
-        fit_space: Always ``"disparity"``.
+        fit_space: ``"disparity"`` (``1/z ≈ s·d + t``) or ``"depth"`` (``z ≈ s·d + t``).
     """
 
     valid: bool
@@ -147,8 +155,10 @@ def _invalid(
     size: int,
     num_inliers: int = 0,
     inliers: np.ndarray | None = None,
+    fit_space: str = FIT_SPACE,
 ) -> FitResult:
     return FitResult(
+        fit_space=fit_space,
         valid=False,
         reason=reason,
         scale=math.nan,
@@ -223,11 +233,40 @@ def fit_disparity_affine(
         The fit with its quality figures; ``valid`` is False (NaN scale and shift) when the data
         cannot determine a positive scale.
     """
+    return fit_affine(disparity, z_m, config, space="disparity")
+
+
+def fit_depth_affine(
+    depth: np.ndarray,
+    z_m: np.ndarray,
+    config: ScaleFitConfig = ScaleFitConfig(),
+) -> FitResult:
+    """Fits ``z ≈ s·d + t`` robustly for models that predict affine-invariant *depth* ``d``.
+
+    The same algorithm as :func:`fit_disparity_affine` with the same relative-depth residual
+    ``e = (s·d + t) / z − 1`` (so thresholds mean the same); ``scale`` is metres per unit of ``d``,
+    ``shift`` metres; ``disparity_range`` is the range of ``d``.
+    """
+    return fit_affine(depth, z_m, config, space="depth")
+
+
+def fit_affine(
+    prediction: np.ndarray,
+    z_m: np.ndarray,
+    config: ScaleFitConfig = ScaleFitConfig(),
+    space: str = FIT_SPACE,
+) -> FitResult:
+    """:func:`fit_disparity_affine` (``space="disparity"``) or :func:`fit_depth_affine` (``"depth"``)."""
+    if space not in FIT_SPACES:
+        raise ValueError(f"space must be one of {FIT_SPACES}, got {space!r}")
+    inverse = space == "disparity"
+    disparity = prediction
+    _invalid_ = functools.partial(_invalid, fit_space=space)
     d_all = np.asarray(disparity)
     z_all = np.asarray(z_m)
     if d_all.ndim != 1 or z_all.shape != d_all.shape:
         raise ValueError(
-            f"disparity and z_m must be 1-D arrays of one length, got shapes {d_all.shape} and "
+            f"prediction and z_m must be 1-D arrays of one length, got shapes {d_all.shape} and "
             f"{z_all.shape}"
         )
     size = d_all.shape[0]
@@ -237,7 +276,7 @@ def fit_disparity_affine(
         rows = np.flatnonzero(np.isfinite(d_all) & np.isfinite(z_all) & (z_all > 0.0))
     n = int(rows.size)
     if n < config.min_points:
-        return _invalid(f"too few points: {n} < min_points={config.min_points}", n, size)
+        return _invalid_(f"too few points: {n} < min_points={config.min_points}", n, size)
     # All points stay in their (usually float32) dtype; the samples that determine s and t are
     # float64.
     d, z = d_all[rows], z_all[rows]
@@ -254,10 +293,10 @@ def fit_disparity_affine(
         ds, zs = d[sample].astype(np.float64), z[sample].astype(np.float64)
     else:
         ds, zs = d.astype(np.float64), z.astype(np.float64)
-    ys = 1.0 / zs
+    ys = 1.0 / zs if inverse else zs
     z_lo, z_hi = _percentiles(zs, 5.0, 95.0)
     if z_hi < config.min_depth_ratio * z_lo:
-        return _invalid(_no_depth_spread(z_lo, z_hi, config), n, size)
+        return _invalid_(_no_depth_spread(z_lo, z_hi, config), n, size)
     pairs = (draws[config.ransac_sample_size :] * ds.size).astype(np.intp)
     first, second = pairs[: config.ransac_hypotheses], pairs[config.ransac_hypotheses :]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -265,19 +304,22 @@ def fit_disparity_affine(
         t_h = ys[first] - s_h * ds[first]
     usable = np.flatnonzero(np.isfinite(s_h) & np.isfinite(t_h))
     if usable.size == 0:
-        return _invalid("no spread in predicted disparity: no two points differ in d", n, size)
+        return _invalid_(f"no spread in predicted {space}: no two points differ in d", n, size)
     s_h, t_h = s_h[usable], t_h[usable]
     ds32, zs32 = ds.astype(np.float32), zs.astype(np.float32)
     residual = s_h.astype(np.float32)[:, None] * ds32  # [h,m]
     residual += t_h.astype(np.float32)[:, None]
-    residual *= zs32
+    if inverse:
+        residual *= zs32  # z·(s·d + t) − 1
+    else:
+        residual /= zs32  # (s·d + t)/z − 1
     residual -= np.float32(1.0)
     np.square(residual, out=residual)
     np.minimum(residual, np.float32(tau * tau), out=residual)
     best = int(np.argmin(residual.sum(axis=1)))
     s, t = float(s_h[best]), float(t_h[best])
     if s <= 0.0:
-        return _invalid(
+        return _invalid_(
             f"negative scale: the best hypothesis has s={s:.4g} <= 0 (prediction runs opposite "
             "to the metric depth)",
             n,
@@ -286,19 +328,19 @@ def fit_disparity_affine(
 
     # 3. Tukey IRLS on an even subsample, started from the best hypothesis; residual scale
     #    from the MAD of the hypothesis' inliers in the RANSAC sample.
-    e_sample = np.abs((s * ds + t) * zs - 1.0)
+    e_sample = np.abs((s * ds + t) * zs - 1.0) if inverse else np.abs((s * ds + t) / zs - 1.0)
     sigma = _MAD_TO_SIGMA * float(np.median(e_sample[e_sample < tau]))
     cutoff = min(max(config.tukey_c * sigma, _MIN_CUTOFF), 2.0 * tau)
     step = max(1, -(-n // config.max_fit_points))
     df, zf = d[::step].astype(np.float64), z[::step].astype(np.float64)
-    yf = 1.0 / zf
-    z2 = zf * zf
+    yf = 1.0 / zf if inverse else zf
+    z2 = zf * zf if inverse else 1.0 / (zf * zf)  # relative residual = (line residual)·z or /z
     d_scale = float(np.abs(df).mean())
     d_centre = float(df.mean())
     dc = df - d_centre
     moments = np.stack([np.ones_like(dc), dc, yf, dc * dc, dc * yf])  # [5,m]
     for _ in range(config.irls_iterations):
-        u = (s * df + t) * zf - 1.0
+        u = (s * df + t) * zf - 1.0 if inverse else (s * df + t) / zf - 1.0
         u *= 1.0 / cutoff
         np.square(u, out=u)
         np.subtract(1.0, u, out=u)
@@ -316,17 +358,17 @@ def fit_disparity_affine(
         if converged:
             break
     if not (math.isfinite(s) and s > 0.0):
-        return _invalid(f"negative scale after refinement: s={s:.4g}", n, size)
+        return _invalid_(f"negative scale after refinement: s={s:.4g}", n, size)
 
     # 4. Inliers on all points, checks (spreads on the subsample) and quality figures.
-    e = (s * d + t) * z - 1.0
+    e = (s * d + t) * z - 1.0 if inverse else (s * d + t) / z - 1.0
     inlier_rows = np.flatnonzero(np.abs(e) < cutoff)
     inliers = np.zeros(size, dtype=bool)
     inliers[rows[inlier_rows]] = True
     num_inliers = int(inlier_rows.size)
     needed = max(config.min_points, math.ceil(config.min_inlier_fraction * n))
     if num_inliers < needed:
-        return _invalid(
+        return _invalid_(
             f"too few inliers: {num_inliers} of {n} points (need {needed})",
             n,
             size,
@@ -337,15 +379,15 @@ def fit_disparity_affine(
     stride = max(1, -(-num_inliers // config.max_fit_points))  # percentiles on a subsample
     z_lo, z_hi = _percentiles(z_in[::stride], 5.0, 95.0)
     if z_hi < config.min_depth_ratio * z_lo:
-        return _invalid(_no_depth_spread(z_lo, z_hi, config), n, size, num_inliers, inliers)
-    weights_in = z_in * z_in
+        return _invalid_(_no_depth_spread(z_lo, z_hi, config), n, size, num_inliers, inliers)
+    weights_in = z_in * z_in if inverse else 1.0 / (z_in * z_in)
     dc = d_in - _dot(weights_in, d_in) / float(weights_in.sum())
     sxx = _dot(weights_in * dc, dc)
     dof = max(num_inliers - 2, 1)
     residual_var = _dot(e_in, e_in) / dof  # relative residual e = z·r
     significance = s * math.sqrt(sxx / residual_var) if residual_var > 0.0 else math.inf
     if not significance >= config.min_scale_significance:
-        return _invalid(
+        return _invalid_(
             f"scale not significant: s/SE(s)={significance:.3g} < "
             f"{config.min_scale_significance} (the prediction does not follow the depth)",
             n,
@@ -354,7 +396,7 @@ def fit_disparity_affine(
             inliers,
         )
     d_lo, d_hi = _percentiles(d_in[::stride], 5.0, 95.0)
-    z_hat = 1.0 / (s * d_in + t)
+    z_hat = 1.0 / (s * d_in + t) if inverse else s * d_in + t
     error = z_hat - z_in
     return FitResult(
         valid=True,
@@ -367,6 +409,7 @@ def fit_disparity_affine(
         abs_rel=float(np.mean(np.abs(error) / z_in)),
         disparity_range=(float(d_lo), float(d_hi)),
         inliers=inliers,
+        fit_space=space,
     )
 
 
@@ -422,3 +465,42 @@ def metric_depth_from_disparity(
         depth = np.reciprocal(inverse, out=inverse)
     depth[invalid] = np.nan
     return depth
+
+
+def metric_depth_from_depth(
+    depth: np.ndarray,
+    scale: float,
+    shift: float,
+    min_depth_m: float = 0.0,
+    max_depth_m: float = math.inf,
+) -> np.ndarray:
+    """Metric z-depth ``scale·d + shift`` from relative (affine-invariant) depth.
+
+    Returns float32 metres like ``depth``; NaN outside ``[min_depth_m, max_depth_m]``, where the
+    result is not positive or ``d`` is not finite. Raises on a non-positive or non-finite scale.
+    """
+    if not (math.isfinite(scale) and scale > 0.0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    if not math.isfinite(shift):
+        raise ValueError(f"shift must be finite, got {shift!r}")
+    if not (math.isfinite(min_depth_m) and min_depth_m >= 0.0 and max_depth_m > min_depth_m):
+        raise ValueError(
+            f"need 0 <= min_depth_m < max_depth_m, got min_depth_m={min_depth_m!r}, "
+            f"max_depth_m={max_depth_m!r}"
+        )
+    z = np.asarray(depth, dtype=np.float32) * np.float32(scale)
+    z += np.float32(shift)
+    with np.errstate(invalid="ignore"):
+        invalid = ~((z > 0.0) & (z >= min_depth_m) & (z <= max_depth_m))
+    z[invalid] = np.nan
+    return z
+
+
+def metric_depth_from_relative(relative: np.ndarray, space: str, scale: float, shift: float,
+                               min_depth_m: float = 0.0, max_depth_m: float = math.inf) -> np.ndarray:
+    """Metric depth from a relative output in ``space`` (``"disparity"`` or ``"depth"``)."""
+    if space == "disparity":
+        return metric_depth_from_disparity(relative, scale, shift, min_depth_m, max_depth_m)
+    if space == "depth":
+        return metric_depth_from_depth(relative, scale, shift, min_depth_m, max_depth_m)
+    raise ValueError(f"space must be one of {FIT_SPACES}, got {space!r}")

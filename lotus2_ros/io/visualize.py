@@ -68,6 +68,19 @@ def _turbo_rgb_lut() -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
+def colorize_relative(values: np.ndarray, kind: str) -> np.ndarray:
+    """Colour-map a relative depth output so that near is red and far blue, whatever its kind.
+
+    ``kind`` ``"disparity"`` (larger = nearer) is mapped as it is, ``"depth"`` (larger = farther)
+    negated first.
+    """
+    if kind == "disparity":
+        return colorize_disparity(values)
+    if kind == "depth":
+        return colorize_disparity(-np.asarray(values, dtype=np.float32))
+    raise ValueError(f"kind must be disparity or depth, got {kind!r}")
+
+
 def colorize_normals(normals_optical: np.ndarray) -> np.ndarray:
     """The usual normal colouring (as the Lotus/DSINE visualisations): RGB = (n_model + 1) / 2.
 

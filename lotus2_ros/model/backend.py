@@ -5,9 +5,11 @@ pipeline (``lotus2_ros.perception.pipeline``) chains them. The stages a frame go
 
     preprocess  uint8 RGB [H,W,3] → [B,3,h,w] in [-1,1] at the processing size
     encode      → the conditioning latent shared by every task
-    predict     the per-frame prediction: {task: latent}          (Lotus-2: core predictor + LCM)
-    iter_refine the lower-rate refinement, one network forward per item (Lotus-2: the detail
-                sharpener), so a scheduler can interleave it with new frames
+    predict     the per-frame prediction: {task: latent}  (Lotus-2: core predictor + LCM; Lotus-1:
+                one U-Net step)
+    iter_refine the lower-rate refinement, one network forward per item, so a scheduler can
+                interleave it with new frames (Lotus-2: the detail sharpener; Lotus-G: a seed
+                ensemble whose members the pipeline reduces to a mean and an uncertainty)
     decode      latent → [B,3,h,w] in [0,1]
     to_depth / to_normals   → numpy at the output size
 
@@ -42,17 +44,21 @@ class BackendConfig:
     """How to load a model, for every family (fields a family does not use must stay at their defaults).
 
     Attributes:
-        family: ``"lotus2"`` (FLUX.1-dev + the Lotus-2 files).
-        weights: The model's weights folder (Lotus-2: the official files + prompt embeddings).
-        base_model: Lotus-2: the FLUX.1-dev folder in diffusers layout.
+        family: ``"lotus2"`` (FLUX.1-dev + the Lotus-2 files) or ``"lotus1"`` (the released
+            diffusers pipeline folders, one per task).
+        weights: The model's weights folder (Lotus-2: the official files + prompt embeddings;
+            Lotus-1: a pipeline folder, or a folder holding one per task).
+        base_model: Lotus-2: the FLUX.1-dev folder in diffusers layout (Lotus-1: None).
         tasks: Tasks to load; ``None``: the model's default (every task it has weights for).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` for every module.
         process_res: Cap on the long edge, px; ``None``: the model's default.
         full_resolution: Process at the input resolution (no cap; overrides ``process_res``).
         refine_steps: Refinement steps of a refined frame; ``None``: the model's default.
-        load_refiner: Load the refinement weights (Lotus-2: the detail-sharpener adapters).
+        load_refiner: Load the refinement weights (Lotus-2: the detail-sharpener adapters;
+            Lotus-G: allow the seed ensemble).
         guidance_scale: Lotus-2: the guidance value fed to guidance-distilled transformers.
+        seed: Lotus-G: the seed of the per-frame noise (the ensemble uses seed+1, seed+2, …).
     """
 
     weights: Path
@@ -66,6 +72,7 @@ class BackendConfig:
     refine_steps: int | None = None
     load_refiner: bool = True
     guidance_scale: float = 3.5
+    seed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "weights", Path(self.weights).expanduser())
@@ -98,7 +105,9 @@ class ModelInfo:
         settings: Tasks, processing cap and refinement steps in use (user choice or model default).
         depth_output: ``"disparity"`` (larger = nearer; metric depth ``1/(s·d + t)``) or ``"depth"``
             (``s·d + t``): what the relative depth output is.
-        refinement: What the lower-rate refinement does (``"sharpen"``), or None if the model has none.
+        refinement: What the lower-rate refinement does: ``"sharpen"`` (a chain of steps; the last
+            latent is the result) or ``"ensemble"`` (each item holds every member so far, ``[K,…]``
+            for one image; the pipeline reduces the decoded members), or None.
         refine_tasks: Tasks whose refinement weights are loaded.
         source: Where the model-intrinsic defaults came from.
     """
@@ -145,8 +154,8 @@ class ModelBackend(ABC):
         """uint8 RGB ``[H,W,3]`` / ``[B,H,W,3]`` → ``[B,3,h,w]`` in ``[-1,1]`` at the processing size."""
 
     @abstractmethod
-    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        """The conditioning latent of ``[B,3,h,w]`` images, shared by every task."""
+    def encode(self, rgb: torch.Tensor):
+        """The conditioning of ``[B,3,h,w]`` images, shared by every task (opaque to the pipeline)."""
 
     @abstractmethod
     def predict(self, cond: torch.Tensor, tasks: tuple[str, ...],
@@ -162,9 +171,13 @@ class ModelBackend(ABC):
         Zero steps yields nothing.
         """
 
+    def refine_forwards(self, num_steps: int, tasks: tuple[str, ...]) -> int:
+        """How many items :meth:`iter_refine` yields for ``num_steps`` over ``tasks`` (network forwards)."""
+        return num_steps * len(tasks)
+
     @abstractmethod
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latent → decoded image ``[B,3,h,w]`` float32 in ``[0,1]``."""
+    def decode(self, latents: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        """Latent of ``task`` → decoded image ``[B,3,h,w]`` float32 in ``[0,1]``."""
 
     @abstractmethod
     def to_depth(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
@@ -206,4 +219,8 @@ def load_backend(config: BackendConfig) -> ModelBackend:
         from .engine import Lotus2Engine
 
         return Lotus2Engine.load(config)
+    if config.family == "lotus1":
+        from .lotus1 import Lotus1Engine
+
+        return Lotus1Engine.load(config)
     raise ValueError(f"backend must be one of {BACKENDS}, got {config.family!r}")

@@ -165,7 +165,8 @@ class Lotus2Engine(ModelBackend):
         transformer.eval()
         vae.eval()
         if not config.load_refiner:
-            settings = ModelSettings(settings.tasks, settings.process_res, 0, settings.notes)
+            settings = ModelSettings(settings.tasks, settings.process_res, 0, settings.notes,
+                                     settings.depth_output, settings.refinement)
         info = ModelInfo(family="lotus2", settings=settings, depth_output=defaults.depth_output,
                          refinement="sharpen", refine_tasks=settings.tasks if config.load_refiner else (),
                          source=defaults.source)
@@ -247,8 +248,8 @@ class Lotus2Engine(ModelBackend):
         out = self._transformer(tokens, timestep / 1000, (h, w))  # [B,N,4C]
         return unpack_latents(out, (h, w))  # [B,C,h,w]
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latent ``[B,C,h/8,w/8]`` → decoded image ``[B,3,h,w]`` float32 in ``[0,1]``."""
+    def decode(self, latents: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        """Scaled latent ``[B,C,h/8,w/8]`` → decoded image ``[B,3,h,w]`` float32 in ``[0,1]`` (one VAE for every task)."""
         z = latents.to(self.dtype) / self.vae.config.scaling_factor + self.vae.config.shift_factor
         return decoded_to_unit(self.vae.decode(z, return_dict=False)[0])
 

@@ -19,11 +19,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .lotus1_folders import find_lotus1_folders
+
 TASKS = ("depth", "normal")
 #: Precision names accepted everywhere (``--dtype``, the ``dtype`` parameter).
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 #: Model families behind the backend interface (``--backend``, the ``backend`` parameter).
-BACKENDS = ("lotus2",)
+BACKENDS = ("lotus2", "lotus1")
 #: Most refinement steps a request may ask for (the official Lotus-2 sharpener default is 10).
 MAX_REFINE_STEPS = 10
 #: What a depth model's relative output is: affine-invariant disparity (larger = nearer) or depth.
@@ -75,6 +77,8 @@ def available_tasks(family: str, weights_dir: str | Path) -> tuple[str, ...]:
             p.is_file() for p in (TaskWeightFiles.in_folder(weights_dir, t).core_predictor,
                                   TaskWeightFiles.in_folder(weights_dir, t).lcm,
                                   TaskWeightFiles.in_folder(weights_dir, t).detail_sharpener)))
+    if family == "lotus1":
+        return tuple(t for t in TASKS if t in find_lotus1_folders(weights_dir))
     raise ValueError(f"backend must be one of {BACKENDS}, got {family!r}")
 
 
@@ -87,8 +91,10 @@ class ModelDefaults:
     """A model's own defaults, used wherever the user gives no value.
 
     Attributes:
-        process_res: Cap on the long edge the model sees, px; ``None``: no cap.
-        refine_steps: Refinement steps (Lotus-2: detail-sharpener Euler steps).
+        process_res: The long edge the model sees, px (Lotus-2: a cap, never upscaling; Lotus-1: the
+            official resize to exactly this long edge, up or down); ``None``: the input size.
+        refine_steps: Refinement steps (Lotus-2: detail-sharpener Euler steps; Lotus-G: seeds in
+            the ensemble, 0 = none).
         tasks: Tasks the model offers by default (a subset of :data:`TASKS`), or ``None`` for
             "every task whose weights are in the folder".
         depth_output: ``"disparity"`` or ``"depth"`` (what the relative depth output is).
@@ -106,6 +112,9 @@ class ModelDefaults:
 FAMILY_DEFAULTS = {
     "lotus2": ModelDefaults(process_res=1024, refine_steps=10, tasks=None, depth_output="disparity",
                             source="official Lotus-2 defaults"),
+    # The official Lotus-1 inference: 768 px, one prediction (no ensemble).
+    "lotus1": ModelDefaults(process_res=768, refine_steps=0, tasks=None, depth_output="disparity",
+                            source="official Lotus-1 defaults"),
 }
 
 
@@ -119,6 +128,11 @@ def read_model_defaults(family: str, weights_dir: str | Path) -> ModelDefaults:
     if family not in FAMILY_DEFAULTS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {family!r}")
     base = FAMILY_DEFAULTS[family]
+    if family == "lotus1":  # the depth release's name (or model.json) says what its output is
+        depth = find_lotus1_folders(weights_dir).get("depth")
+        if depth is not None:
+            base = ModelDefaults(base.process_res, base.refine_steps, base.tasks, depth.depth_output,
+                                 base.source + f" ({depth.path.name}: affine-invariant {depth.depth_output})")
     path = Path(weights_dir) / MODEL_DEFAULTS_FILE
     if not path.is_file():
         return base
@@ -158,12 +172,16 @@ class ModelSettings:
         process_res: Cap on the long edge, px, or ``None`` (no cap).
         refine_steps: Refinement steps per refined frame (0: none).
         notes: One human-readable line per value that came from the model (for logs).
+        depth_output: What the depth output is: ``"disparity"`` or ``"depth"`` (affine-invariant).
+        refinement: ``"sharpen"`` (Lotus-2), ``"ensemble"`` (Lotus-1: Lotus-G seeds).
     """
 
     tasks: tuple[str, ...]
     process_res: int | None
     refine_steps: int
     notes: tuple[str, ...] = ()
+    depth_output: str = "disparity"
+    refinement: str = "sharpen"
 
 
 def resolve_settings(defaults: ModelDefaults, available_tasks: tuple[str, ...], *,
@@ -236,4 +254,7 @@ def resolve_model_request(family: str, weights_dir: str | Path, *, tasks: tuple[
                                     refine_steps=refine_steps)
     except ValueError as err:
         raise WeightsError(f"{weights_dir}: {err}") from None
+    settings = ModelSettings(settings.tasks, settings.process_res, settings.refine_steps, settings.notes,
+                             depth_output=defaults.depth_output,
+                             refinement="ensemble" if family == "lotus1" else "sharpen")
     return defaults, settings

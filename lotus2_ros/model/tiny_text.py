@@ -138,8 +138,30 @@ def write_tiny_text_stack(
         torch.manual_seed(seed)
         clip_model = CLIPTextModel(clip_config).eval()
         t5_model = T5EncoderModel(t5_config).eval()
-    clip_model.save_pretrained(base_dir / "text_encoder", safe_serialization=True)
+    save_clip_text_model(clip_model, base_dir / "text_encoder")
     t5_model.save_pretrained(base_dir / "text_encoder_2", safe_serialization=True)
+
+
+def save_clip_text_model(model, folder: Path) -> None:
+    """``save_pretrained`` of a ``CLIPTextModel`` whose weights every transformers version loads.
+
+    transformers 5 writes the keys without the ``text_model.`` prefix, which transformers 4 (the
+    version the official Lotus and Lotus-2 code pins) does not recognise: it would silently start
+    from random weights. The prefix is put back; transformers 5 reads both.
+    """
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    fixed = {k if k.startswith("text_model.") else "text_model." + k: v.contiguous() for k, v in tensors.items()}
+    save_file(fixed, str(path), metadata={"format": "pt"})
+
+
+def write_clip_tokenizer(folder: Path) -> int:
+    """A tiny byte-level BPE CLIP tokenizer in ``folder`` (see :func:`_write_clip_tokenizer`); its vocab size."""
+    return _write_clip_tokenizer(Path(folder))
 
 
 def _byte_level_alphabet() -> list[str]:

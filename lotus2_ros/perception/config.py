@@ -32,17 +32,22 @@ class PerceptionConfig:
     """Parameters of the perception pipeline (one ROS parameter each, same name)."""
 
     # --- model (fixed for the node's lifetime) --------------------------------------------
-    backend: str = _f("lotus2", "model family: lotus2 (FLUX.1-dev + Lotus-2 files)", read_only=True,
+    backend: str = _f("lotus2", "model family: lotus2 (FLUX.1-dev + Lotus-2 files, a data-centre GPU) or lotus1 "
+                      "(Stable Diffusion 2 Lotus-D/G pipeline folders, a small GPU)", read_only=True,
                       choices=BACKENDS)
-    base_model: str = _f("", "FLUX.1-dev folder in diffusers layout", read_only=True)
-    weights: str = _f("", "folder with the Lotus-2 files and exported prompt embeddings", read_only=True)
+    base_model: str = _f("", "lotus2: the FLUX.1-dev folder in diffusers layout (lotus1: empty)", read_only=True)
+    weights: str = _f("", "lotus2: the Lotus-2 files + exported prompt embeddings; lotus1: a released pipeline "
+                      "folder, or a folder holding one per task", read_only=True)
     device: str = _f("cuda", "torch device: cpu, cuda or cuda:N", read_only=True)
     dtype: str = _f("bf16", "model precision", read_only=True, choices=DTYPE_NAMES)
     tasks: list = _f([], "predictions to make: depth and/or normal (empty: the model's tasks)", read_only=True)
-    process_res: int = _f(0, "cap on the long edge the model sees, never upscaling (0: the model's default, "
-                          "-1: no cap)", read_only=True, range_=(-1, 4096), unit="px")
-    sharpen_enabled: bool = _f(True, "load the detail sharpener and refine frames at sharpen_rate_hz",
-                               read_only=True)
+    process_res: int = _f(0, "the long edge the model sees: lotus2 caps it (never upscaling), lotus1 resizes to it "
+                          "as the official inference does (0: the model's default, -1: the input size)", read_only=True,
+                          range_=(-1, 4096), unit="px")
+    sharpen_enabled: bool = _f(True, "allow the refinement (lotus2: load the detail sharpener; lotus1: the Lotus-G "
+                               "ensemble) and refine frames at sharpen_rate_hz", read_only=True)
+    seed: int = _f(0, "lotus1 Lotus-G: seed of the per-frame noise, drawn as the official pipeline draws it (the "
+                   "ensemble uses seed+1, seed+2, ...)", read_only=True, range_=(0, 2**31 - 1))
     torch_threads: int = _f(0, "CPU threads for torch (0: torch's default); 1 helps a small CPU shared with other "
                             "nodes", read_only=True, range_=(0, 256))
     # --- inputs ----------------------------------------------------------------------------
@@ -56,8 +61,12 @@ class PerceptionConfig:
     # --- scheduling --------------------------------------------------------------------------
     sharpen_rate_hz: float = _f(1.0, "rate of refined (sharpened) frames; 0 disables refinement",
                                 range_=(0.0, 100.0), unit="Hz")
-    sharpen_steps: int = _f(0, "detail-sharpener Euler steps per refined frame (0: the model's default)",
+    sharpen_steps: int = _f(0, "lotus2: detail-sharpener Euler steps per refined frame (0: the model's default)",
                             range_=(0, MAX_REFINE_STEPS))
+    ensemble_size: int = _f(0, "lotus1 Lotus-G: seeds per refined frame, the per-frame one included; their mean "
+                            "(or median) and standard deviation (~/refined/depth/uncertainty) are the refined "
+                            "output (0: the model's default, none; else 2..10)", range_=(0, MAX_REFINE_STEPS))
+    ensemble_reduce: str = _f("mean", "lotus1 Lotus-G: how the ensemble's members are combined", choices=("mean", "median"))
     # --- outputs -----------------------------------------------------------------------------
     output_resolution: str = _f("camera", "publish at camera resolution (aligned with camera_info) or at "
                                 "processing resolution (with a scaled camera_info)", choices=("camera", "processing"))
@@ -115,6 +124,9 @@ class PerceptionConfig:
         if self.lidar_min_range_m >= self.lidar_max_range_m:
             raise ConfigError(f"lidar_min_range_m ({self.lidar_min_range_m}) must be below lidar_max_range_m "
                               f"({self.lidar_max_range_m})")
+        if self.ensemble_size == 1:
+            raise ConfigError("ensemble_size must be 0 (the model's default) or 2..10 (an ensemble of one is the "
+                              "per-frame prediction), got 1")
         if self.metric_source == "fixed" and not self.fixed_scale > 0:
             raise ConfigError(f"fixed_scale must be > 0 when metric_source is fixed, got {self.fixed_scale}")
 
@@ -138,6 +150,16 @@ class PerceptionConfig:
     def model_process_res(self) -> int | None:
         """``process_res`` for the model loader: None means the model's default (see :meth:`no_cap`)."""
         return self.process_res if self.process_res > 0 else None
+
+    @property
+    def refine_field(self) -> str:
+        """The parameter holding the refinement steps: ``ensemble_size`` (lotus1) or ``sharpen_steps``."""
+        return "ensemble_size" if self.backend == "lotus1" else "sharpen_steps"
+
+    @property
+    def refine_setting(self) -> int:
+        """The configured refinement steps (0: the model's default)."""
+        return getattr(self, self.refine_field)
 
     @property
     def no_cap(self) -> bool:

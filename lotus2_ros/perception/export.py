@@ -5,8 +5,10 @@ For a stem ``S`` (the image's name for ``predict``; the stamp as 19-digit nanose
 sort by time, for bags) it writes whichever products the result has::
 
     S_depth.npy     float32 [H,W] the depth task's output as the official code gives it: relative
-                    (affine-invariant) disparity in [0,1], larger = nearer, for Lotus-2 — NOT metres
+                    (affine-invariant) disparity in [0,1], larger = nearer (Lotus-2, Lotus-1
+                    ``*-disparity``), or relative depth, larger = farther (Lotus-1 ``v1-0``) — NOT metres
     S_depth.png     that output colour-mapped for viewing (near is red, far is blue)
+    S_depth_std.npy float32 [H,W] its per-pixel standard deviation over a Lotus-G ensemble (same units)
     S_depth_m.npy   float32 [H,W] metric depth, metres, NaN invalid (results with a metric fit only)
     S_depth_m.png   uint16 [H,W] metric depth in millimetres, 0 invalid (REP-118 16UC1; > 65.535 m is 0)
     S_normal.npy    float32 [H,W,3] unit normals in the ROS optical frame (x right, y down, z forward)
@@ -30,11 +32,13 @@ import numpy as np
 from ..io.image_msgs import depth_m_to_mm
 from ..io.images import write_rgb
 from ..io.ply import write_ply
-from ..io.visualize import colorize_disparity, colorize_normals
+from ..io.visualize import colorize_normals, colorize_relative
 from .pipeline import PerceptionOutput
 
-#: What each file holds (written into ``S.json`` too).
+#: What each file holds (written into ``S.json`` too); ``_depth.npy`` depends on the model (:data:`RELATIVE_MEANINGS`).
 FILE_MEANINGS = {
+    "_depth_std.npy": "float32 [H,W] per-pixel standard deviation of _depth.npy over the Lotus-G ensemble "
+                      "(same units), NaN invalid",
     "_depth.npy": "float32 [H,W] relative (affine-invariant) disparity in [0,1], larger = nearer "
                   "(the official Lotus scale); not metres",
     "_depth.png": "colour-mapped relative depth output (near red, far blue), for viewing",
@@ -48,17 +52,25 @@ FILE_MEANINGS = {
 }
 
 
+RELATIVE_MEANINGS = {
+    "disparity": FILE_MEANINGS["_depth.npy"],
+    "depth": "float32 [H,W] relative (affine-invariant) depth in [0,1], larger = farther (the official Lotus-1 "
+             "v1-0 output); not metres",
+}
+
+
 def stamp_stem(stamp_ns: int) -> str:
     """The stem of a frame exported by stamp: 19-digit nanoseconds (names sort by time)."""
     return f"{int(stamp_ns):019d}"
 
 
 def planned_files(folder: Path, stem: str, tasks: tuple[str, ...], *, metric: bool = False,
-                  points: bool = False) -> list[Path]:
+                  points: bool = False, uncertainty: bool = False) -> list[Path]:
     """The files :meth:`FrameExporter.export` writes for a result of ``tasks`` (to check before a run)."""
     suffixes = []
     if "depth" in tasks:
-        suffixes += ["_depth.npy", "_depth.png"] + (["_depth_m.npy", "_depth_m.png"] if metric else [])
+        suffixes += ["_depth.npy", "_depth.png"] + (["_depth_std.npy"] if uncertainty else [])
+        suffixes += ["_depth_m.npy", "_depth_m.png"] if metric else []
     if "normal" in tasks:
         suffixes += ["_normal.npy", "_normal.png"]
     if points:
@@ -97,12 +109,14 @@ def frame_metadata(out: PerceptionOutput, files: list[str] | None = None) -> dic
                   "refine_steps": int(out.refine_steps), "height_px": int(out.rgb.shape[0]),
                   "width_px": int(out.rgb.shape[1]), "process_hw_px": [int(v) for v in out.process_hw]}
     if files is not None:
-        meta["files"] = {name: next(m for s, m in FILE_MEANINGS.items() if name.endswith(s)) for name in files}
+        meanings = dict(FILE_MEANINGS, **{"_depth.npy": RELATIVE_MEANINGS[out.relative_kind or "disparity"]})
+        meta["files"] = {name: next(m for s, m in meanings.items() if name.endswith(s)) for name in files}
     if out.calibration is not None:
         meta["K"] = out.calibration.K.tolist()
         meta["D"] = list(out.calibration.D)
         meta["P"] = out.calibration.P.tolist()
-    meta["depth_m"] = "1 / (scale * disparity + shift)"
+    meta["depth_m"] = ("scale * relative_depth + shift" if out.relative_kind == "depth"
+                       else "1 / (scale * disparity + shift)")
     meta["scale_shift"] = list(out.scale_shift) if out.scale_shift is not None else None
     if out.scale_fit is not None:
         f = out.scale_fit
@@ -135,10 +149,12 @@ class FrameExporter:
             written.append(p)
             return p
 
-        if out.disparity is not None:
-            _save_npy(path("_depth.npy"), out.disparity)
+        if out.relative is not None:
+            _save_npy(path("_depth.npy"), out.relative)
             _save_rgb(path("_depth.png"), out.depth_colorized if out.depth_colorized is not None
-                      else colorize_disparity(out.disparity))
+                      else colorize_relative(out.relative, out.relative_kind))
+        if out.depth_uncertainty is not None:
+            _save_npy(path("_depth_std.npy"), out.depth_uncertainty)
         if out.depth_m is not None:
             _save_npy(path("_depth_m.npy"), out.depth_m)
             _save_png16(path("_depth_m.png"), depth_m_to_mm(out.depth_m))

@@ -40,6 +40,10 @@ def output_messages(types: MessageTypes, out: PerceptionOutput, wanted: set[str]
     msgs: dict[str, Any] = {}
     if out.disparity is not None and want("disparity"):
         msgs["disparity"] = build_image(types, header, out.disparity, "32FC1")
+    if out.relative_depth is not None and want("relative_depth"):
+        msgs["relative_depth"] = build_image(types, header, out.relative_depth, "32FC1")
+    if out.depth_uncertainty is not None and want("depth/uncertainty"):
+        msgs["depth/uncertainty"] = build_image(types, header, out.depth_uncertainty, "32FC1")
     if out.depth_m is not None and want("depth/image"):
         msgs["depth/image"] = build_image(types, header, out.depth_m, "32FC1")
     if out.calibration is not None and want("depth/camera_info"):

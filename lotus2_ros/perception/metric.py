@@ -5,7 +5,8 @@ reference points (LiDAR: projected with the camera model the outputs are aligned
 parallax-occlusion and depth-edge tests; depth image: its valid pixels), fits
 ``1/z ≈ s·d + t`` robustly, and passes the fit through a temporal filter; the frame gets metric
 outputs only while the filtered state is valid (after the hold time without a valid fit, they
-stop). Live and refined frames have separate filters, so a refined frame — older than the live
+stop). The fit is in the model's output space: ``1/z ≈ s·d + t`` for disparity models,
+``z ≈ s·d + t`` for depth models (Lotus-1 ``v1-0``). Live and refined frames have separate filters, so a refined frame — older than the live
 stream — never resets the live state.
 """
 
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..geometry.lidar_projection import LidarProjectionConfig, project_lidar_points, sample_disparity
-from ..geometry.scale_fit import FitResult, ScaleFitConfig, fit_disparity_affine
+from ..geometry.scale_fit import FitResult, ScaleFitConfig, fit_affine
 from ..geometry.temporal_filter import FilteredScale, ScaleFilterConfig, ScaleShiftFilter
 from .config import PerceptionConfig
 
@@ -79,7 +80,7 @@ class MetricFitter:
         """``(scale_shift or None, report or None)`` for a pipeline output ``out`` of ``frame``."""
         ref: MetricReference | None = getattr(frame, "reference", None)
         filt = self.filters[out.refined]
-        if ref is None or out.disparity is None:
+        if ref is None or out.relative is None:
             state = filt.state(out.stamp_ns)  # no data this frame: the state holds until it expires
             return (_st(state), None)
         fit = self._fit(ref, out)
@@ -88,24 +89,25 @@ class MetricFitter:
             stamp_ns=out.stamp_ns, frame_id=out.frame_id,
             scale=state.scale if state.valid else fit.scale, shift=state.shift if state.valid else fit.shift,
             num_points=fit.num_points, num_inliers=fit.num_inliers, rmse_m=fit.rmse_m, abs_rel=fit.abs_rel,
-            valid=state.valid, filtered=state.valid, reason=fit.reason or state.reason)
+            valid=state.valid, filtered=state.valid, reason=fit.reason or state.reason, fit_space=fit.fit_space)
         return _st(state), report
 
     def _fit(self, ref: MetricReference, out) -> FitResult:
+        space, relative = out.relative_kind, out.relative  # fitted in the model's own output space
         if ref.points_lidar_m is not None:
             if out.calibration is None:
-                return fit_disparity_affine(np.zeros(0, np.float32), np.zeros(0, np.float32), self.fit_config)
+                return fit_affine(np.zeros(0, np.float32), np.zeros(0, np.float32), self.fit_config, space)
             # The output calibration describes the output image exactly: the raw camera (K, D) for
             # raw input, the distortion-free rectified camera when the node rectifies.
             projection = project_lidar_points(ref.points_lidar_m, ref.T_camera_lidar, out.calibration.camera,
                                               rectified=False, config=self.projection_config)
-            samples = sample_disparity(out.disparity, projection, self.projection_config)
-            return fit_disparity_affine(samples.disparity, samples.z_m, self.fit_config)
+            samples = sample_disparity(relative, projection, self.projection_config)
+            return fit_affine(samples.disparity, samples.z_m, self.fit_config, space)
         depth = ref.depth_m
-        if depth.shape != out.disparity.shape:
-            depth = cv2.resize(depth, out.disparity.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        if depth.shape != relative.shape:
+            depth = cv2.resize(depth, relative.shape[::-1], interpolation=cv2.INTER_NEAREST)
         valid = np.isfinite(depth) & (depth > 0)
-        return fit_disparity_affine(out.disparity[valid], depth[valid], self.fit_config)
+        return fit_affine(relative[valid], depth[valid], self.fit_config, space)
 
 
 def _st(state: FilteredScale) -> tuple[float, float] | None:

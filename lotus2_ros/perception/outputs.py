@@ -12,7 +12,9 @@ from .config import PerceptionConfig
 #: Output topics (relative) and their message types.
 OUTPUT_TOPICS: dict[str, str] = {
     "disparity": "sensor_msgs/msg/Image",
+    "relative_depth": "sensor_msgs/msg/Image",
     "depth/image": "sensor_msgs/msg/Image",
+    "depth/uncertainty": "sensor_msgs/msg/Image",
     "depth/camera_info": "sensor_msgs/msg/CameraInfo",
     "depth/colorized": "sensor_msgs/msg/Image",
     "normals/image": "sensor_msgs/msg/Image",
@@ -30,19 +32,25 @@ def topic_name(topic: str, refined: bool) -> str:
     return REFINED_PREFIX + topic if refined else topic
 
 
-def base_output_topics(config: PerceptionConfig, tasks: tuple[str, ...], *, camera_info: bool = True) -> list[str]:
+def base_output_topics(config: PerceptionConfig, tasks: tuple[str, ...], *, camera_info: bool = True,
+                       depth_output: str = "disparity", uncertainty: bool = False) -> list[str]:
     """The relative topics a frame's result can be published on (``OUTPUT_TOPICS`` order).
 
     Args:
         config: Outputs switched on (colourised images, points) and the metric source.
         tasks: The tasks the model predicts (the model's own when ``config.tasks`` is empty).
         camera_info: Whether a camera_info exists for the stream (clouds need one).
+        depth_output: The model's relative depth output: ``disparity`` (on ``disparity``) or
+            ``depth`` (on ``relative_depth``).
+        uncertainty: Results with an uncertainty image (refined Lotus-G ensembles).
     """
     depth, normal = "depth" in tasks, "normal" in tasks
     metric = config.metric_source != "none"
     yields = {
-        "disparity": depth,
+        "disparity": depth and depth_output == "disparity",
+        "relative_depth": depth and depth_output == "depth",
         "depth/image": depth and metric,
+        "depth/uncertainty": depth and uncertainty,
         "depth/camera_info": camera_info,
         "depth/colorized": depth and config.publish_colorized,
         "normals/image": normal,
@@ -54,7 +62,13 @@ def base_output_topics(config: PerceptionConfig, tasks: tuple[str, ...], *, came
 
 
 def planned_output_topics(config: PerceptionConfig, tasks: tuple[str, ...], *, core: bool = True,
-                          refined: bool, camera_info: bool = True) -> list[str]:
-    """Relative topics of core and/or refined results (``refined/…`` after the core ones)."""
-    base = base_output_topics(config, tasks, camera_info=camera_info)
-    return (list(base) if core else []) + ([REFINED_PREFIX + t for t in base] if refined else [])
+                          refined: bool, camera_info: bool = True, depth_output: str = "disparity",
+                          refinement: str = "sharpen") -> list[str]:
+    """Relative topics of core and/or refined results (``refined/…`` after the core ones).
+
+    ``refinement`` ``"ensemble"``: refined results carry ``depth/uncertainty``.
+    """
+    kw = dict(camera_info=camera_info, depth_output=depth_output)
+    core_topics = base_output_topics(config, tasks, **kw) if core else []
+    refined_topics = base_output_topics(config, tasks, uncertainty=refinement == "ensemble", **kw) if refined else []
+    return list(core_topics) + [REFINED_PREFIX + t for t in refined_topics]

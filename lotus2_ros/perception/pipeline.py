@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -26,8 +26,8 @@ import torch
 from ..geometry.calibration import CameraCalibration
 from ..geometry.camera import PinholeCamera
 from ..geometry.rectify import Rectifier
-from ..geometry.scale_fit import metric_depth_from_disparity
-from ..io.visualize import colorize_disparity, colorize_normals
+from ..geometry.scale_fit import metric_depth_from_relative
+from ..io.visualize import colorize_normals, colorize_relative
 from ..model.backend import BackendConfig, ModelBackend, StageTimer, load_backend
 from ..model.spec import ModelSettings, resolve_model_request
 from .config import ConfigError, PerceptionConfig
@@ -67,17 +67,22 @@ class PerceptionOutput:
 
     Attributes:
         stamp_ns, frame_id: Copied from the input frame (a refined output keeps its frame's stamp).
-        refined: True for refinement (detail-sharpener) results.
+        refined: True for refinement results (Lotus-2 detail sharpener, Lotus-G seed ensemble).
         calibration: Calibration the outputs are aligned with, to publish as their camera_info: the
             input's (raw), the rectified camera's (``rectify``), scaled to the output resolution;
             None without camera_info.
         rgb: ``uint8`` ``[H,W,3]`` the (rectified) input at output resolution (cloud colours).
-        disparity: ``float32`` ``[H,W]`` relative disparity in [0,1] (larger = nearer); None if no depth task.
+        disparity: ``float32`` ``[H,W]`` relative (affine-invariant) disparity in [0,1], larger =
+            nearer — the depth output of disparity models (Lotus-2, Lotus-1 ``*-disparity``); else None.
+        relative_depth: ``float32`` ``[H,W]`` relative (affine-invariant) depth in [0,1], larger =
+            farther — the depth output of depth models (Lotus-1 ``v1-0``); else None.
+        depth_uncertainty: ``float32`` ``[H,W]`` per-pixel standard deviation of the relative depth
+            output over a Lotus-G ensemble, in its units (NaN invalid); None otherwise.
         normals: ``float32`` ``[H,W,3]`` unit normals, ROS optical frame, NaN invalid; None if no normal task.
         depth_m: ``float32`` ``[H,W]`` metric depth in metres, NaN invalid; None without a metric reference.
         points_m: ``float32`` ``[H,W,3]`` metric points in the optical frame, NaN invalid; None unless
             metric depth and a camera exist.
-        scale_shift: ``(s, t)`` of ``depth_m = 1/(s·d + t)`` when metric.
+        scale_shift: ``(s, t)`` of ``depth_m = 1/(s·d + t)`` (disparity) or ``s·d + t`` (depth) when metric.
         scale_fit: The reference fit of this frame (LiDAR / depth image sources), for ``~/scale_fit``.
         depth_colorized, normals_colorized: ``uint8`` RGB images for viewers (None if disabled).
         process_hw: ``(height, width)`` in pixels the model ran at.
@@ -91,6 +96,8 @@ class PerceptionOutput:
     calibration: CameraCalibration | None
     rgb: np.ndarray
     disparity: np.ndarray | None = None
+    relative_depth: np.ndarray | None = None
+    depth_uncertainty: np.ndarray | None = None
     normals: np.ndarray | None = None
     depth_m: np.ndarray | None = None
     points_m: np.ndarray | None = None
@@ -108,6 +115,18 @@ class PerceptionOutput:
         return self.calibration.camera if self.calibration is not None else None
 
     @property
+    def relative(self) -> np.ndarray | None:
+        """The relative depth output, whichever kind (:attr:`relative_kind`)."""
+        return self.disparity if self.disparity is not None else self.relative_depth
+
+    @property
+    def relative_kind(self) -> str | None:
+        """``"disparity"`` or ``"depth"`` (the space of :attr:`relative` and of the metric fit); None without depth."""
+        if self.disparity is not None:
+            return "disparity"
+        return "depth" if self.relative_depth is not None else None
+
+    @property
     def overhead_ms(self) -> float:
         """Time spent outside network forwards."""
         return sum(v for k, v in self.timings_ms.items() if not k.startswith(FORWARD_STAGES))
@@ -122,9 +141,16 @@ class _FrameContext:
     calibration_out: CameraCalibration | None
     out_hw: tuple[int, int]
     process_hw: tuple[int, int]
-    cond: torch.Tensor
+    cond: Any
     coarse: dict[str, torch.Tensor]
     wanted: frozenset[str] | None
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    """``[...,3]`` vectors scaled to unit length (float32; NaN where the length is zero or NaN)."""
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, v / n, np.nan).astype(np.float32)
 
 
 @lru_cache(maxsize=8)
@@ -147,11 +173,12 @@ def _points_from_depth(camera: PinholeCamera, depth_m: np.ndarray) -> np.ndarray
 
 def backend_config(config: PerceptionConfig) -> BackendConfig:
     """The model request of a perception configuration (the one mapping; node and tools use it)."""
+    steps = config.refine_setting
     return BackendConfig(
         family=config.backend, weights=config.weights, base_model=config.base_model or None,
         tasks=config.model_tasks(), device=config.device, dtype=config.dtype,
         process_res=config.model_process_res(), full_resolution=config.no_cap,
-        refine_steps=config.sharpen_steps or None, load_refiner=config.sharpen_enabled)
+        refine_steps=steps or None, load_refiner=config.sharpen_enabled, seed=config.seed)
 
 
 def model_settings(config: PerceptionConfig) -> ModelSettings:
@@ -173,8 +200,11 @@ def load_model(config: PerceptionConfig) -> ModelBackend:
             says what to pass instead).
         FileNotFoundError, ValueError: From the model loader (missing or mismatching weights).
     """
-    if not config.weights or (config.backend == "lotus2" and not config.base_model):
+    if config.backend == "lotus2" and not (config.weights and config.base_model):
         raise ConfigError("name the model: base_model (the FLUX.1-dev folder) and weights (the Lotus-2 files)")
+    if config.backend == "lotus1" and (not config.weights or config.base_model):
+        raise ConfigError("name the Lotus-1 model with weights (its pipeline folder, or a folder of them); "
+                          "base_model is for lotus2 only")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {config.device!r} requested but torch sees no CUDA GPU here; use device cpu "
                           "(and dtype fp32) on this machine")
@@ -199,7 +229,7 @@ def offline_pipeline(backend: ModelBackend, **fields) -> "PerceptionPipeline":
     ``fields`` override :data:`OFFLINE_FIELDS` and the defaults of :class:`PerceptionConfig`.
     """
     device = backend.device
-    values = dict(OFFLINE_FIELDS, device="cpu" if device.type == "cpu" else str(device),
+    values = dict(OFFLINE_FIELDS, backend=backend.info.family, device="cpu" if device.type == "cpu" else str(device),
                   dtype=backend.describe()["dtype"], sharpen_enabled=bool(backend.info.refine_tasks))
     values.update(fields)
     return PerceptionPipeline(PerceptionConfig(**values), backend)
@@ -227,14 +257,20 @@ class PerceptionPipeline:
         #: The tasks predicted: ``config.tasks`` (a subset of the loaded ones), else every loaded task.
         self.tasks = tuple(config.tasks) or backend.info.tasks
         backend.check_request(self.tasks, self.refine_steps)
-        self._yields = frozenset(base_output_topics(config, self.tasks))
+        self._yields = self._output_topics(config)
+
+    def _output_topics(self, config: PerceptionConfig) -> frozenset[str]:
+        info = self.backend.info
+        return frozenset(base_output_topics(config, self.tasks, depth_output=info.depth_output,
+                                            uncertainty=info.refinement == "ensemble"))
 
     @property
     def refine_steps(self) -> int:
-        """Refinement steps of a refined frame: ``sharpen_steps``, else the model's (0 when refinement is off)."""
+        """Refinement steps of a refined frame: ``sharpen_steps`` (Lotus-2) / ``ensemble_size`` (Lotus-1),
+        else the model's (0 when refinement is off)."""
         if not self.config.sharpen_enabled:
             return 0
-        return self.config.sharpen_steps or self.backend.info.settings.refine_steps
+        return self.config.refine_setting or self.backend.info.settings.refine_steps
 
     def reconfigure(self, config: PerceptionConfig) -> None:
         """Use ``config`` from the next frame on; a changed fit setting restarts the metric fitter."""
@@ -244,7 +280,7 @@ class PerceptionPipeline:
                 getattr(config, f) != getattr(self.config, f) for f in fit_fields):
             self._metric = MetricFitter(config)
         self.config = config
-        self._yields = frozenset(base_output_topics(config, self.tasks))
+        self._yields = self._output_topics(config)
 
     # ------------------------------------------------------------------ one image, start to end
     def predict(self, rgb: np.ndarray, refine_steps: int | None = None, wanted: set[str] | None = None,
@@ -327,20 +363,35 @@ class PerceptionPipeline:
                             None if wanted is None else frozenset(wanted))
         return ctx, timer
 
-    def _decode(self, latents: dict[str, torch.Tensor], out_hw: tuple[int, int],
-                timer: StageTimer) -> dict[str, np.ndarray]:
-        """Decode and post-process per task: depth → ``[B,H,W]``, normal → ``[B,H,W,3]``."""
+    def _decode(self, latents: dict[str, torch.Tensor], out_hw: tuple[int, int], timer: StageTimer,
+                members: bool = False) -> dict[str, np.ndarray]:
+        """Decode and post-process per task: depth → ``[1,H,W]``, normal → ``[1,H,W,3]``.
+
+        With ``members`` (a Lotus-G ensemble: ``[K,…]`` latents of one image) the K decoded
+        members are reduced (``ensemble_reduce``: mean or median; normals renormalised) and the
+        depth output's per-pixel standard deviation is returned under ``"depth_std"``.
+        """
         backend, outputs = self.backend, {}
         for task, z in latents.items():
             with timer(f"decode_{task}"):
-                decoded = backend.decode(z)  # [B,3,h,w]
+                decoded = backend.decode(z, task)  # [B|K,3,h,w]
             with timer(f"postprocess_{task}"):
-                outputs[task] = (backend.to_depth if task == "depth" else backend.to_normals)(decoded, out_hw)
+                out = (backend.to_depth if task == "depth" else backend.to_normals)(decoded, out_hw)
+                if members:
+                    reduce = np.median if self.config.ensemble_reduce == "median" else np.mean
+                    if task == "depth":
+                        if out.shape[0] > 1:
+                            outputs["depth_std"] = out.std(axis=0, ddof=1)[None].astype(np.float32)  # [1,H,W]
+                        out = reduce(out, axis=0)[None].astype(np.float32)
+                    else:
+                        out = _unit(reduce(out, axis=0))[None]
+                outputs[task] = out
         return outputs
 
     # ------------------------------------------------------------------ refinement
     def start_refinement(self, ctx: _FrameContext, num_steps: int | None = None) -> "Refinement":
-        """A stepwise refinement (Lotus-2: the detail sharpener) of ``ctx``'s per-frame prediction."""
+        """A stepwise refinement of ``ctx``'s per-frame prediction (Lotus-2: the detail sharpener;
+        Lotus-G: the seed ensemble)."""
         steps = self.refine_steps if num_steps is None else num_steps
         self.backend.check_request(tuple(ctx.coarse), steps)
         return Refinement(self, ctx, steps)
@@ -358,19 +409,25 @@ class PerceptionPipeline:
                                    refined=refined, calibration=ctx.calibration_out, rgb=ctx.rgb_out,
                                    process_hw=ctx.process_hw, refine_steps=refine_steps)
             if "depth" in decoded:
-                out.disparity = decoded["depth"][0]
+                if self.backend.info.depth_output == "depth":
+                    out.relative_depth = decoded["depth"][0]
+                else:
+                    out.disparity = decoded["depth"][0]
+            if "depth_std" in decoded:
+                out.depth_uncertainty = decoded["depth_std"][0]
             if "normal" in decoded:
                 out.normals = decoded["normal"][0]
-            if out.disparity is not None and want("depth/colorized"):
-                out.depth_colorized = colorize_disparity(out.disparity)
+            if out.relative is not None and want("depth/colorized"):
+                out.depth_colorized = colorize_relative(out.relative, out.relative_kind)
             if out.normals is not None and want("normals/colorized"):
                 out.normals_colorized = colorize_normals(out.normals)
-        if out.disparity is not None:
+        if out.relative is not None:
             with timer("metric"):
                 st, out.scale_fit = self._scale_shift(ctx.frame, out)
                 if st is not None:
                     out.scale_shift = st
-                    out.depth_m = metric_depth_from_disparity(out.disparity, *st, cfg.min_depth_m, cfg.max_depth_m)
+                    out.depth_m = metric_depth_from_relative(out.relative, out.relative_kind, *st, cfg.min_depth_m,
+                                                             cfg.max_depth_m)
             if out.depth_m is not None and out.camera is not None and want("points"):
                 with timer("points"):
                     out.points_m = _points_from_depth(out.camera, out.depth_m)  # [H,W,3], NaN stays NaN
@@ -395,7 +452,7 @@ class Refinement:
         self.stamp_ns = ctx.frame.stamp_ns
         self.num_steps = num_steps
         self.timer = timer or StageTimer(pipeline.backend.device)
-        self.total_steps = num_steps * len(ctx.coarse)
+        self.total_steps = pipeline.backend.refine_forwards(num_steps, tuple(ctx.coarse))
         self.steps_done = 0
         self._latents = dict(ctx.coarse)
         self._steps = pipeline.backend.iter_refine(ctx.cond, self._latents, num_steps, self.timer)
@@ -417,6 +474,7 @@ class Refinement:
         while not self.step():
             pass
         with torch.inference_mode():
-            decoded = self.pipeline._decode(self._latents, self.ctx.out_hw, self.timer)
+            decoded = self.pipeline._decode(self._latents, self.ctx.out_hw, self.timer,
+                                            members=self.pipeline.backend.info.refinement == "ensemble")
         return self.pipeline._products(self.ctx, decoded, refined=True, refine_steps=self.num_steps,
                                        timer=self.timer)

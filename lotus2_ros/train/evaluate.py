@@ -1,6 +1,7 @@
 """Run a predictor over evaluation sets and report the protocol metrics (table, JSON, CSV).
 
-A predictor is any ``rgb uint8 [H,W,3] → array`` callable: disparity ``[H,W]`` (larger = nearer)
+A predictor is any ``rgb uint8 [H,W,3] → array`` callable: the relative depth output ``[H,W]``
+(disparity, larger = nearer; or affine-invariant depth for depth models, evaluated in that space)
 for depth, unit normals ``[H,W,3]`` in the ROS optical frame for normals. :func:`pipeline_predictor`
 wraps the perception pipeline (what ``lotus2 predict`` and the node run); :func:`constant_predictor` is the trivial
 baseline (one value everywhere: after the depth protocol's scale/shift fit, a constant depth; for
@@ -44,7 +45,7 @@ def pipeline_predictor(pipeline, task: str, refine_steps: int | None = None) -> 
     ``lotus2 predict``, the node and the bag tool run); ``refine_steps`` None: the configured steps."""
     def predict(rgb: np.ndarray) -> np.ndarray:
         out = pipeline.predict(rgb, refine_steps=refine_steps, wanted=set(), tasks=(task,))
-        return out.disparity if task == "depth" else out.normals
+        return out.relative if task == "depth" else out.normals
     return predict
 
 
@@ -61,8 +62,11 @@ def constant_predictor(task: str) -> Predictor:
 
 
 def evaluate_depth(predict: Predictor, samples: Iterable, dataset: str, model: str, min_depth_m: float,
-                   max_depth_m: float, progress: bool = False) -> EvalResult:
-    """Affine-invariant depth protocol over ``samples`` (:class:`~.eval_data.DepthEvalSample`)."""
+                   max_depth_m: float, progress: bool = False, space: str = "disparity") -> EvalResult:
+    """Affine-invariant depth protocol over ``samples`` (:class:`~.eval_data.DepthEvalSample`).
+
+    ``space``: what the predictor returns, ``"disparity"`` or ``"depth"`` (aligned in that space).
+    """
     from tqdm.auto import tqdm
 
     acc = DepthMetricsAccumulator()
@@ -70,7 +74,7 @@ def evaluate_depth(predict: Predictor, samples: Iterable, dataset: str, model: s
     for s in tqdm(samples, desc=f"{dataset} depth", disable=not progress, unit="img"):
         if s.valid.sum() < 2:
             continue
-        m = acc.add(predict(s.rgb), s.depth_m, s.valid, min_depth_m, max_depth_m)
+        m = acc.add(predict(s.rgb), s.depth_m, s.valid, min_depth_m, max_depth_m, space)
         per_image.append({"name": s.name, **m})
     return EvalResult(dataset, "depth", model, len(per_image), acc.result(), per_image)
 

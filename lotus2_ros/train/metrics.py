@@ -6,6 +6,9 @@ Depth, as Lotus-2 reports it (Marigold's "least_square_disparity" protocol):
 2. scale ``s`` and shift ``t`` minimise ``Σ (s·pred + t − gt_disp)²`` over the valid pixels
    where the prediction is positive (one least-squares fit per image);
 3. ``depth = 1 / max(s·pred + t, 1e-3)``, clipped to the dataset's ``[min_depth, max_depth]``;
+   For models that predict affine-invariant *depth* (Lotus-1 ``v1-0``; ``space="depth"``) the
+   fit is in depth space instead, as the official Lotus evaluation does without ``--disparity``
+   (Marigold's "least_square"): ``s·pred + t ≈ gt_depth``, then clipped to the range;
 4. per image over the valid pixels: ``AbsRel = mean(|depth − gt| / gt)``,
    ``δk = mean(max(depth/gt, gt/depth) < 1.25^k)``; the dataset figure is the mean over images.
 
@@ -41,26 +44,35 @@ def fit_scale_shift(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> t
 
 
 def depth_metrics(pred_disparity: np.ndarray, gt_depth_m: np.ndarray, valid: np.ndarray,
-                  min_depth_m: float, max_depth_m: float) -> dict[str, float]:
-    """One image's AbsRel and δ1..δ3 after least-squares alignment in disparity space.
+                  min_depth_m: float, max_depth_m: float, space: str = "disparity") -> dict[str, float]:
+    """One image's AbsRel and δ1..δ3 after least-squares alignment in the prediction's space.
 
     Args:
-        pred_disparity: ``[H,W]`` affine-invariant disparity (any scale; larger = nearer).
+        pred_disparity: ``[H,W]`` affine-invariant disparity (any scale; larger = nearer), or
+            affine-invariant depth with ``space="depth"``.
         gt_depth_m: ``[H,W]`` ground-truth depth in metres.
         valid: ``[H,W]`` bool evaluation mask (dataset range, crops, sensor holes already applied).
         min_depth_m, max_depth_m: The dataset's depth range the aligned prediction is clipped to.
 
     Returns:
         ``{"abs_rel", "delta1", "delta2", "delta3"}`` as fractions (not percent).
+        space: ``"disparity"`` (the default protocol) or ``"depth"``.
     """
+    if space not in ("disparity", "depth"):
+        raise ValueError(f"space must be disparity or depth, got {space!r}")
     if pred_disparity.shape != gt_depth_m.shape or valid.shape != gt_depth_m.shape:
         raise ValueError(f"shapes differ: pred {pred_disparity.shape}, gt {gt_depth_m.shape}, mask {valid.shape}")
     with np.errstate(divide="ignore", invalid="ignore"):
         gt_disp = np.where(gt_depth_m > 0, 1.0 / gt_depth_m, 0.0)
-        fit_mask = valid & (gt_depth_m > 0) & (pred_disparity > 0) & np.isfinite(pred_disparity)
-        s, t = fit_scale_shift(pred_disparity, gt_disp, fit_mask)
-        aligned = np.clip(s * pred_disparity.astype(np.float64) + t, MIN_ALIGNED_DISPARITY, None)
-        depth = np.clip(1.0 / aligned, min_depth_m, max_depth_m)
+        if space == "disparity":
+            fit_mask = valid & (gt_depth_m > 0) & (pred_disparity > 0) & np.isfinite(pred_disparity)
+            s, t = fit_scale_shift(pred_disparity, gt_disp, fit_mask)
+            aligned = np.clip(s * pred_disparity.astype(np.float64) + t, MIN_ALIGNED_DISPARITY, None)
+            depth = np.clip(1.0 / aligned, min_depth_m, max_depth_m)
+        else:
+            fit_mask = valid & (gt_depth_m > 0) & np.isfinite(pred_disparity)
+            s, t = fit_scale_shift(pred_disparity, gt_depth_m, fit_mask)
+            depth = np.clip(s * pred_disparity.astype(np.float64) + t, min_depth_m, max_depth_m)
         depth = np.clip(depth, 1e-6, None)
         d, g = depth[valid], gt_depth_m[valid].astype(np.float64)
         ratio = np.maximum(d / g, g / d)
@@ -87,8 +99,8 @@ class DepthMetricsAccumulator:
     def __init__(self):
         self.per_image: list[dict[str, float]] = []
 
-    def add(self, pred_disparity, gt_depth_m, valid, min_depth_m, max_depth_m) -> dict[str, float]:
-        m = depth_metrics(pred_disparity, gt_depth_m, valid, min_depth_m, max_depth_m)
+    def add(self, pred_disparity, gt_depth_m, valid, min_depth_m, max_depth_m, space="disparity") -> dict[str, float]:
+        m = depth_metrics(pred_disparity, gt_depth_m, valid, min_depth_m, max_depth_m, space)
         self.per_image.append(m)
         return m
 

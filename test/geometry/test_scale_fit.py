@@ -276,3 +276,25 @@ def test_the_edge_test_is_what_keeps_edge_errors_out_of_the_fit(scene_frame):
         return int(np.count_nonzero(np.abs(z_pred / samples.z_m - 1.0) > 0.05))
 
     assert wrong(without) > 3 * max(wrong(with_test), 1)
+
+
+def test_the_depth_space_fit_recovers_z_equals_s_d_plus_t_through_outliers():
+    """For models that predict affine-invariant depth: z ≈ s·d + t, same robustness as in disparity space."""
+    from lotus2_ros.geometry.scale_fit import fit_depth_affine, metric_depth_from_depth
+
+    rng = np.random.default_rng(3)
+    d = rng.uniform(0.1, 0.9, 4000)
+    z = 8.0 * d + 0.5  # metres
+    z_noisy = z * (1 + rng.normal(0, 0.01, z.size))
+    bad = rng.random(z.size) < 0.2
+    z_noisy[bad] *= rng.uniform(1.5, 3.0, bad.sum())  # 20 % gross outliers
+    fit = fit_depth_affine(d, z_noisy)
+    assert fit.valid and fit.fit_space == "depth"
+    assert fit.scale == pytest.approx(8.0, rel=0.01) and fit.shift == pytest.approx(0.5, abs=0.05)
+    assert not fit.inliers[bad].any() or fit.inliers[bad].mean() < 0.05
+    depth = metric_depth_from_depth(np.array([0.1, 0.5, -1.0, np.nan], np.float32), 8.0, 0.5, 0.1, 4.0)
+    np.testing.assert_allclose(depth[:1], [1.3], rtol=1e-6)
+    assert np.isnan(depth[1:]).all()  # 4.5 m beyond max, negative, NaN
+    # The same data fitted in disparity space is refused or poor: the space is the model's, not a guess.
+    inverse = fit_disparity_affine(d, z)
+    assert not inverse.valid or inverse.abs_rel > 0.02

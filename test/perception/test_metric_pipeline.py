@@ -117,3 +117,30 @@ def test_a_malformed_sweep_leaves_the_frame_without_reference_and_says_why(tiny_
     asm.add_reference(cloud)
     frame = asm.assemble(build_image(types, build_header(types, 5, "cam"), rgb, "rgb8"))
     assert frame.reference is None and "z" in str(asm.reference_error)
+
+
+def test_a_depth_output_model_is_fitted_in_depth_space_and_recovers_a_known_scale_and_shift(
+        tiny_lotus1_d, camera_and_rgb):
+    """Lotus-1 v1-0 style models predict affine-invariant depth: ``depth_m = s·d + t`` (not 1/(s·d + t))."""
+    from lotus2_ros.model.backend import BackendConfig
+    from lotus2_ros.model.lotus1 import Lotus1Engine
+
+    camera, rgb = camera_and_rgb
+    engine = Lotus1Engine.load(BackendConfig(family="lotus1", weights=tiny_lotus1_d.root, tasks=("depth",),
+                                             process_res=96))
+    cfg = PerceptionConfig(backend="lotus1", weights=str(tiny_lotus1_d.root), device="cpu", dtype="fp32",
+                           tasks=["depth"], metric_source="depth_image", min_depth_m=0.05, max_depth_m=1000.0)
+    pipe = PerceptionPipeline(cfg, engine)
+    cal = CameraCalibration(camera)
+    relative, _ = pipe.process(Frame(rgb, 1, "cam", cal))
+    assert relative.relative_kind == "depth" and relative.disparity is None and relative.depth_m is None
+    s, t = 12.0, 0.4
+    sparse = np.full((H, W), np.nan, np.float32)
+    sparse[::3, ::3] = (s * relative.relative_depth + t)[::3, ::3]  # an exact affine transform of the depth
+    out, _ = pipe.process(Frame(rgb, 2, "cam", cal, MetricReference(depth_m=sparse, stamp_ns=2)))
+    fit = out.scale_fit
+    assert fit.valid and fit.fit_space == "depth" and fit.abs_rel < 1e-4
+    assert out.scale_shift == pytest.approx((s, t), rel=1e-4)
+    np.testing.assert_allclose(out.depth_m, s * relative.relative_depth + t, rtol=1e-5)
+    # Fitting the same numbers as disparity would have given another map: the space matters.
+    assert not np.allclose(1.0 / (s * relative.relative_depth + t), out.depth_m, rtol=0.05)
