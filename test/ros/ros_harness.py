@@ -22,10 +22,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class NodeProcess:
-    """A ``lotus2 <node>`` subprocess with its output captured to a file."""
+    """A ``lotus2 <node>`` subprocess with its output captured to a file.
 
-    def __init__(self, subcommand: str, params: dict, namespace: str, log_path: Path, remaps: dict | None = None):
-        args = [sys.executable, "-m", "lotus2_ros.cli.main", subcommand, "--ros-args", "-r", f"__ns:={namespace}"]
+    ``gate``: run it through ``gated_node.py`` with that gate file (see there); ``node_name``: a
+    node name other than the default (``__node`` remap), e.g. to tell its ``/diagnostics`` apart.
+    """
+
+    def __init__(self, subcommand: str, params: dict, namespace: str, log_path: Path, remaps: dict | None = None,
+                 gate: Path | None = None, node_name: str | None = None):
+        entry = ["-m", "lotus2_ros.cli.main"] if gate is None else [str(Path(__file__).with_name("gated_node.py")),
+                                                                     str(gate)]
+        args = [sys.executable, *entry, subcommand, "--ros-args", "-r", f"__ns:={namespace}"]
+        if node_name:
+            args += ["-r", f"__node:={node_name}"]
         for k, v in params.items():
             args += ["-p", f"{k}:={_param(v)}"]
         for k, v in (remaps or {}).items():
@@ -205,9 +214,6 @@ class Probe:
         ok = spin_until(self.node, lambda: self.diag_count >= first and predicate(values()), timeout_s)
         assert ok, f"no /diagnostics of {self.node_name} in {self.ns} satisfied the condition; last: {self.diag}"
         return values()
-
-    def latest_diagnostics(self) -> dict[str, float]:
-        return self.wait_diagnostics()
 
 
 #: Where each frame the node received ends up (perception_node's counters).
