@@ -94,6 +94,7 @@ def quiet_third_party() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+    logging.getLogger("torch").setLevel(logging.WARNING)  # torch's exit-time cache statistics
     try:
         from diffusers.utils import logging as dlog
         from transformers.utils import logging as tlog
