@@ -77,8 +77,10 @@ def readme_launch_examples() -> list[list[str]]:
     for doc in (REPO / "README.md", REPO / "docs" / "NODE.md"):
         text = doc.read_text().replace("\\\n", " ")
         for match in re.finditer(r"ros2 launch lotus2_ros perception\.launch\.py([^`\n]*)", text):
-            examples.append(shlex.split(match.group(1)))
-    assert len(examples) >= 2
+            args = [a for a in shlex.split(match.group(1)) if not a.startswith("--")]  # --show-args
+            if args:
+                examples.append(args)
+    assert len(examples) >= 3
     return examples
 
 
