@@ -76,7 +76,8 @@ def _ros_node(name: str, rest: list[str]) -> int:
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        quiet_third_party()
+        # Not quiet_third_party() here: importing diffusers/transformers takes seconds, and a node
+        # with a bad parameter should say so at once. Nodes quieten them before loading a model.
         module = importlib.import_module(f"lotus2_ros.ros.{ROS_SUBCOMMANDS[name][0]}")
         if {"-h", "--help"} & set(rest[: rest.index("--ros-args")] if "--ros-args" in rest else rest):
             print(f"usage: lotus2 {name} [--ros-args ...]\n\n{module.__doc__}")
@@ -91,20 +92,9 @@ def _ros_node(name: str, rest: list[str]) -> int:
 
 def quiet_third_party() -> None:
     """Silence progress bars and advisory warnings of diffusers/transformers/peft in CLI output."""
-    import warnings
+    from ..model.quiet import quiet_third_party as quiet
 
-    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-    logging.getLogger("torch").setLevel(logging.WARNING)  # torch's exit-time cache statistics
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-
-        dlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except ImportError:  # pragma: no cover - both are install requirements
-        pass
+    quiet()
 
 
 if __name__ == "__main__":

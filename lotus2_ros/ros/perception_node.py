@@ -140,10 +140,12 @@ class PerceptionNode(Node):
         self.config: PerceptionConfig = declare_config(self, PerceptionConfig)
         check_overrides(self)
         # The model stack (torch) is imported only once the parameters are known to be good.
+        from ..model.quiet import quiet_third_party
         from ..perception.intake import Intake
         from ..perception.pipeline import load_pipeline
         from .msg_types import rclpy_types
 
+        quiet_third_party()
         self.types = rclpy_types()
         self.stats = NodeStats()
         self.pipeline = load_pipeline(self.config)  # before any subscription: fail fast
