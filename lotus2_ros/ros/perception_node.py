@@ -63,6 +63,9 @@ IDLE_WAIT_S = 0.05
 #: (latest frame wins); this only absorbs a moment in which the executor thread waits for the
 #: interpreter, so that a frame is not overwritten inside DDS before the node ever saw it.
 IMAGE_READER_DEPTH = 3
+#: How long the first image may wait for the first camera_info (they arrive on two topics, in
+#: either order): only until the stream's first camera_info has come.
+CAMERA_INFO_GRACE_S = 0.5
 #: Seconds between GIL hand-offs: the worker's Python code would otherwise keep the executor
 #: thread waiting up to 5 ms per hand-off (Python's default), several times per message.
 SWITCH_INTERVAL_S = 0.001
@@ -180,7 +183,8 @@ class PerceptionNode(Node):
         else:
             self.create_subscription(Image, "image", lambda m, i: self._on_image(m, i, False), image_qos,
                                      callback_group=image_group, event_callbacks=events)
-        self.create_subscription(CameraInfo, "camera_info", self.intake.camera_info, in_qos)
+        self._have_camera_info = threading.Event()
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
         if self.config.metric_source in REFERENCE_TOPICS:
             topic, cls = REFERENCE_TOPICS[self.config.metric_source]
             ref_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
@@ -292,6 +296,10 @@ class PerceptionNode(Node):
         if self._slot.put(_Pending(msg, compressed)):
             self.stats.count("frames_dropped")
 
+    def _on_camera_info(self, msg) -> None:
+        if self.intake.camera_info(msg):
+            self._have_camera_info.set()
+
     # ------------------------------------------------------------------ worker thread
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -326,6 +334,8 @@ class PerceptionNode(Node):
         if not self._has_subscribers():
             self.stats.count("frames_skipped_no_subscribers")
             return
+        if self.config.require_camera_info and not self._have_camera_info.is_set():
+            self._have_camera_info.wait(CAMERA_INFO_GRACE_S)  # the first camera_info may trail the first image
         frame = self.intake.assemble(item.msg, item.compressed)
         if frame is None:
             return
