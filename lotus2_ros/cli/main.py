@@ -49,14 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ROS_SUBCOMMANDS:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        quiet_third_party()
-        module = importlib.import_module(f"lotus2_ros.ros.{ROS_SUBCOMMANDS[argv[0]][0]}")
-        rest = argv[1:]
-        if {"-h", "--help"} & set(rest[: rest.index("--ros-args")] if "--ros-args" in rest else rest):
-            print(f"usage: lotus2 {argv[0]} [--ros-args ...]\n\n{module.__doc__}")
-            return 0
-        return int(module.main(rest))
+        return _ros_node(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -64,21 +57,44 @@ def main(argv: list[str] | None = None) -> int:
     return int(args._command(args))
 
 
+class _Interrupted(BaseException):
+    """SIGINT/SIGTERM while a node's modules were still being imported."""
+
+
+def _ros_node(name: str, rest: list[str]) -> int:
+    """Run a ROS node subcommand; a signal before the node took over its signals ends it quietly.
+
+    Importing the node's modules (torch, diffusers) takes seconds; a launch file shut down in
+    that time must not print a KeyboardInterrupt traceback. The node's ``main`` installs its
+    own handlers.
+    """
+    import signal
+
+    def interrupted(*_):
+        raise _Interrupted()
+
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        # Not quiet_third_party() here: importing diffusers/transformers takes seconds, and a node
+        # with a bad parameter should say so at once. Nodes quieten them before loading a model.
+        module = importlib.import_module(f"lotus2_ros.ros.{ROS_SUBCOMMANDS[name][0]}")
+        if {"-h", "--help"} & set(rest[: rest.index("--ros-args")] if "--ros-args" in rest else rest):
+            print(f"usage: lotus2 {name} [--ros-args ...]\n\n{module.__doc__}")
+            return 0
+    except _Interrupted:
+        print(f"lotus2 {name}: stopped while starting", file=sys.stderr)
+        return 0
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    return int(module.main(rest))
+
+
 def quiet_third_party() -> None:
     """Silence progress bars and advisory warnings of diffusers/transformers/peft in CLI output."""
-    import warnings
+    from ..model.quiet import quiet_third_party as quiet
 
-    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-
-        dlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except ImportError:  # pragma: no cover - both are install requirements
-        pass
+    quiet()
 
 
 if __name__ == "__main__":

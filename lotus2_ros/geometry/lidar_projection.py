@@ -632,6 +632,8 @@ def _remap_points(
 ) -> np.ndarray:
     """Samples ``image`` at [..., n] float32 pixel coordinates (edges replicated) with OpenCV."""
     n = u.shape[-1]
+    if n == 0:  # cv2.remap rejects empty maps (every point failed the edge test)
+        return np.zeros(u.shape, dtype=image.dtype)
     rows = -(-n // _REMAP_ROW)
     padded = rows * _REMAP_ROW
     lead = u.shape[:-1]

@@ -10,6 +10,10 @@ Depth follows REP-118: ``32FC1`` metres with NaN invalid, ``16UC1`` millimetres 
 
 from __future__ import annotations
 
+import os
+import struct
+import tempfile
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +30,8 @@ __all__ = [
     "RGB_ENCODINGS",
     "build_compressed_image",
     "build_image",
+    "check_image_msg",
+    "compressed_image_size",
     "compressed_msg_to_rgb",
     "depth_m_to_mm",
     "image_msg_to_array",
@@ -63,7 +69,36 @@ _U16_MAX = np.iinfo(np.uint16).max
 # --------------------------------------------------------------------------------------------
 # Incoming sensor_msgs/Image
 # --------------------------------------------------------------------------------------------
-def _image_view(msg: Any, accepted: tuple[str, ...] | Mapping[str, Any]) -> tuple[np.ndarray, str]:
+def check_image_size(width: int, height: int, max_pixels: int | None = None, min_side_px: int = 1,
+                     what: str = "Image") -> None:
+    """Reject an image by its declared size, before any pixel is read or decoded.
+
+    Raises:
+        MessageError: Empty (reason None), a side below ``min_side_px`` (``"too_small"``) or more
+            than ``max_pixels`` pixels (``"too_large"``).
+    """
+    if height <= 0 or width <= 0:
+        raise MessageError(f"{what} is empty: height {height}, width {width}")
+    if width < min_side_px or height < min_side_px:
+        raise MessageError(f"{what} is {width}x{height}: both sides must be at least {min_side_px} px",
+                           reason="too_small")
+    if max_pixels is not None and width * height > max_pixels:
+        raise MessageError(f"{what} is {width}x{height} = {width * height} pixels, more than the "
+                           f"{max_pixels} allowed (max_image_px)", reason="too_large")
+
+
+def check_image_msg(msg: Any, accepted: tuple[str, ...] | Mapping[str, Any] = IMAGE_ENCODINGS,
+                    max_pixels: int | None = None, min_side_px: int = 1) -> None:
+    """The checks of :func:`image_msg_to_rgb` and friends without reading a pixel (O(1)).
+
+    Raises:
+        MessageError: As the converters do, plus the size limits of :func:`check_image_size`.
+    """
+    _image_view(msg, accepted, max_pixels, min_side_px)
+
+
+def _image_view(msg: Any, accepted: tuple[str, ...] | Mapping[str, Any], max_pixels: int | None = None,
+                min_side_px: int = 1) -> tuple[np.ndarray, str]:
     """Validates an Image and returns a strided view of its pixels (message byte order).
 
     Returns:
@@ -77,8 +112,7 @@ def _image_view(msg: Any, accepted: tuple[str, ...] | Mapping[str, Any]) -> tupl
         )
     dtype, channels = IMAGE_ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise MessageError(f"Image is empty: height {height}, width {width}")
+    check_image_size(width, height, max_pixels, min_side_px)
     pixel_bytes = dtype.itemsize * channels
     if step < width * pixel_bytes:
         raise MessageError(
@@ -118,7 +152,7 @@ def image_msg_to_array(msg: Any) -> np.ndarray:
     return np.array(view, dtype=view.dtype.newbyteorder("="), order="C")
 
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
+def image_msg_to_rgb(msg: Any, max_pixels: int | None = None, min_side_px: int = 1) -> np.ndarray:
     """A camera Image as ``uint8`` RGB, the input of the pipeline.
 
     ``rgba8``/``bgra8`` drop alpha; ``mono8`` is replicated to three channels; ``mono16`` is
@@ -135,7 +169,7 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
         MessageError: Unsupported encoding, empty image, ``step`` too small, or data length
             different from ``step x height``.
     """
-    view, encoding = _image_view(msg, RGB_ENCODINGS)
+    view, encoding = _image_view(msg, RGB_ENCODINGS, max_pixels, min_side_px)
     if encoding == "rgb8":
         return np.array(view, order="C")
     if encoding == "mono16":
@@ -196,18 +230,124 @@ def depth_m_to_mm(depth_m: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Incoming sensor_msgs/CompressedImage
 # --------------------------------------------------------------------------------------------
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: JPEG start-of-frame markers (they carry the image size); C4, C8 and CC are other segments.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: JPEG markers without a length field.
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01, 0xFF}
+
+
+def compressed_image_size(data: Any) -> tuple[int, int]:
+    """``(width, height)`` a PNG or JPEG stream declares, read from its header without decoding.
+
+    Lets a decoder refuse a small file that expands to a huge image (a decompression bomb)
+    before allocating it.
+
+    Raises:
+        MessageError: Neither a PNG nor a JPEG stream, or a header that ends or breaks before it
+            names the size.
+    """
+    buf = data_as_uint8(data)
+    head = buf[:8].tobytes()
+    if head == _PNG_SIGNATURE:
+        if buf.size < 24 or buf[12:16].tobytes() != b"IHDR":
+            raise MessageError(f"CompressedImage.data ({buf.size} bytes) is a PNG without an IHDR header")
+        width, height = struct.unpack(">II", buf[16:24].tobytes())
+        return int(width), int(height)
+    if head[:2] == b"\xff\xd8":
+        i, n = 2, buf.size
+        # Walk the marker segments up to the first start-of-frame; bounded by the data length.
+        while i + 4 <= n:
+            if buf[i] != 0xFF:
+                raise MessageError(f"CompressedImage.data: JPEG marker expected at byte {i}")
+            marker = int(buf[i + 1])
+            if marker in _JPEG_STANDALONE:
+                i += 1 if marker == 0xFF else 2  # fill bytes, RSTn, TEM
+                continue
+            length = int(buf[i + 2]) << 8 | int(buf[i + 3])
+            if length < 2:
+                raise MessageError(f"CompressedImage.data: JPEG segment of length {length} at byte {i}")
+            if marker in _JPEG_SOF:
+                if i + 9 > n or length < 7:
+                    break
+                height = int(buf[i + 5]) << 8 | int(buf[i + 6])
+                width = int(buf[i + 7]) << 8 | int(buf[i + 8])
+                return width, height
+            if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+                break
+            i += 2 + length
+        raise MessageError(f"CompressedImage.data ({n} bytes) is a JPEG without a frame header (size)")
+    raise MessageError(f"CompressedImage.data ({buf.size} bytes) is neither a PNG nor a JPEG stream")
+
+
+class _CapturedStderr:
+    """Holds file descriptor 2 while OpenCV decodes, so that what libpng/libjpeg print there
+    (``libpng error: …``) becomes part of our error message instead of an unthrottled line.
+
+    Decodes are serialised; text another thread wrote meanwhile is written back to the real
+    stderr afterwards, so nothing is lost, only delayed by one decode.
+    """
+
+    _lock = threading.Lock()
+
+    def __enter__(self) -> "_CapturedStderr":
+        self._lock.acquire()
+        self.text = ""
+        try:
+            self._file = tempfile.TemporaryFile()
+            self._saved = os.dup(2)
+            os.dup2(self._file.fileno(), 2)
+        except OSError:  # no usable fd 2 (closed): decode without capturing
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._saved is not None:
+                os.dup2(self._saved, 2)
+                os.close(self._saved)
+                self._file.seek(0)
+                self.text = self._file.read().decode("utf-8", "replace").strip()
+                self._file.close()
+        finally:
+            self._lock.release()
+
+    def release(self) -> None:
+        """Write what was captured back to stderr (it was not the decoder's)."""
+        if self.text:
+            os.write(2, (self.text + "\n").encode())
+
+
+def _decode(buf: np.ndarray, fmt: str) -> np.ndarray:
+    with _CapturedStderr() as captured:
+        decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.size == 0:
+        said = f": {captured.text}" if captured.text else ""
+        raise MessageError(f"CompressedImage.data ({buf.size} bytes, format {fmt!r}) cannot be decoded{said}")
+    captured.release()
+    return decoded
+
+
+def compressed_msg_to_rgb(msg: Any, max_pixels: int | None = None, min_side_px: int = 1) -> np.ndarray:
     """A JPEG or PNG ``CompressedImage`` as ``uint8`` RGB.
 
     ``format`` is read as ``image_transport`` writes it: ``"jpeg"``, ``"png"``, or
     ``"<raw encoding>; <jpeg|png> compressed <encoding>"`` (e.g. ``"rgb8; jpeg compressed
-    bgr8"``); an empty format is decoded by content. The codec stores colour in file order and
+    bgr8"``); an empty format is decoded by content (PNG or JPEG only). The size the stream declares
+    is checked before decoding (a small file can expand to gigabytes). The codec stores colour in file order and
     OpenCV returns BGR(A), so the result is RGB whatever the raw encoding was. Grey images are
     replicated to three channels, alpha is dropped and 16-bit PNGs map as ``mono16`` does in
     :func:`image_msg_to_rgb`.
 
+    Args:
+        msg: ``sensor_msgs/CompressedImage``.
+        max_pixels: Largest ``width x height`` accepted, checked on the size the stream declares
+            before decoding (None: no limit).
+        min_side_px: Smallest side accepted.
+
     Raises:
-        MessageError: Another codec (including ``compressedDepth``), empty or undecodable data.
+        MessageError: Another codec (including ``compressedDepth``), empty or undecodable data,
+            or a declared size out of the limits (reasons as :func:`check_image_size`).
     """
     fmt = str(msg.format)
     lowered = fmt.lower()
@@ -221,9 +361,13 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     data = data_as_uint8(msg.data)
     if data.size == 0:
         raise MessageError(f"CompressedImage.data is empty (format {fmt!r})")
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.size == 0:
-        raise MessageError(f"CompressedImage.data ({data.size} bytes, format {fmt!r}) cannot be decoded")
+    try:
+        width, height = compressed_image_size(data)
+    except MessageError as err:
+        raise MessageError(f"CompressedImage.data ({data.size} bytes, format {fmt!r}) cannot be decoded: "
+                           f"{err}") from None
+    check_image_size(width, height, max_pixels, min_side_px, what="CompressedImage")
+    decoded = _decode(data, fmt)
     if decoded.dtype == np.uint16:
         decoded = cv2.convertScaleAbs(decoded, alpha=1.0 / 257.0)
     elif decoded.dtype != np.uint8:

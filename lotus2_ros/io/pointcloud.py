@@ -29,6 +29,7 @@ from .stamps import copy_header
 __all__ = [
     "POINTFIELD_DTYPES",
     "build_pointcloud2",
+    "check_pointcloud2_xyz",
     "pack_rgb",
     "pointcloud2_to_xyz",
     "read_pointcloud2_fields",
@@ -152,6 +153,15 @@ def pointcloud2_to_xyz(msg: Any) -> np.ndarray:
     finite &= np.isfinite(xyz[:, 1])
     finite &= np.isfinite(xyz[:, 2])
     return xyz.take(np.flatnonzero(finite), axis=0)
+
+
+def check_pointcloud2_xyz(msg: Any) -> None:
+    """The layout checks of :func:`pointcloud2_to_xyz` without reading a point (O(fields)).
+
+    Raises:
+        MessageError: As :func:`pointcloud2_to_xyz`.
+    """
+    _structured_view(msg, _XYZ, allowed_types=(7, 8))
 
 
 # --------------------------------------------------------------------------------------------

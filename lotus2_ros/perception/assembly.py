@@ -24,6 +24,8 @@ from .config import PerceptionConfig
 from .metric import MetricReference
 from .pipeline import Frame
 
+#: Smallest image side the model takes (it processes multiples of 16 pixels).
+MIN_IMAGE_PX = 16
 #: ``T_camera_lidar`` lookup: (camera frame_id, lidar frame_id, stamp_ns) → [4,4] or None.
 ExtrinsicLookup = Callable[[str, str, int], "np.ndarray | None"]
 
@@ -83,7 +85,8 @@ class FrameAssembler:
             MessageError: A malformed image, a camera_info that does not match it, or
                 (:class:`MissingCameraInfo`) no camera_info yet while required.
         """
-        rgb = compressed_msg_to_rgb(msg) if compressed else image_msg_to_rgb(msg)
+        limits = dict(max_pixels=self.config.max_image_px, min_side_px=MIN_IMAGE_PX)
+        rgb = compressed_msg_to_rgb(msg, **limits) if compressed else image_msg_to_rgb(msg, **limits)
         stamp_ns = header_stamp_ns(msg.header)
         calibration = self.calibration
         if calibration is None and self.config.require_camera_info:

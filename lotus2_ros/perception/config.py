@@ -57,7 +57,12 @@ class PerceptionConfig:
                               read_only=True, choices=("best_effort", "reliable"))
     require_camera_info: bool = _f(True, "drop images until a matching camera_info has arrived; without it "
                                    "only disparity and normals are published", read_only=True)
-    rectify: bool = _f(False, "undistort/rectify raw images with camera_info D, K, R, P before the model")
+    max_image_px: int = _f(16_777_216, "images (raw, compressed, depth reference) with more pixels are refused, "
+                           "compressed ones by the size they declare, before decoding", range_=(256, 268_435_456),
+                           unit="px")
+    rectify: bool = _f(True, "undistort/rectify raw images with camera_info D, K, R, P before the model, so that "
+                       "outputs follow the rectified camera P (what depth_image_proc and image_geometry expect); "
+                       "false keeps them aligned with the raw distorted image (K, D)")
     # --- scheduling --------------------------------------------------------------------------
     sharpen_rate_hz: float = _f(1.0, "rate of refined (sharpened) frames; 0 disables refinement",
                                 range_=(0.0, 100.0), unit="Hz")

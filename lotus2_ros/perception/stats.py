@@ -19,12 +19,23 @@ class RateWindow:
         self._times.append(time.monotonic() if t is None else t)
 
     def rate_hz(self, now: float | None = None) -> float:
+        """Events per second in the window ending at ``now``; it decays while no event comes.
+
+        The intervals between the window's events are divided by the time they span, which
+        counts the open gap since the last event once that gap exceeds their mean interval: a
+        steady stream reads its exact rate at any moment, a stream that stopped reads ever less
+        (25 Hz that stopped 4.8 s ago reads 1 Hz in a 5 s window, not 25 Hz).
+        """
         now = time.monotonic() if now is None else now
         while self._times and self._times[0] < now - self.window_s:
             self._times.popleft()
-        if len(self._times) < 2:
+        n = len(self._times)
+        if n < 2:
             return 0.0
-        return (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-9)
+        first, last = self._times[0], self._times[-1]
+        mean_gap = (last - first) / (n - 1)
+        span = max(last - first, now - first - mean_gap)
+        return (n - 1) / max(span, 1e-9)
 
 
 class NodeStats:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import dataclasses
+import difflib
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -50,19 +52,65 @@ def declare_config(node: Node, config_cls) -> Any:
         value = param.value
         if value is None and isinstance(default, list):
             value = []
-        values[f.name] = list(value) if isinstance(value, (list, tuple)) else value
+        values[f.name] = plain_value(value)
     return config_cls(**values)
+
+
+def plain_value(value: Any) -> Any:
+    """A parameter value as the config dataclass takes it: arrays as lists of Python scalars.
+
+    rclpy hands double and integer arrays over as ``array.array`` (set at run time) or lists
+    (from overrides); both become lists.
+    """
+    if isinstance(value, (list, tuple, array.array)):
+        return [v.item() if hasattr(v, "item") else v for v in value]
+    return value
+
+
+#: Parameters rclpy or the ROS tooling set on any node; never reported as unknown.
+FOREIGN_PREFIXES = ("qos_overrides.",)
+
+
+def check_overrides(node: Node) -> None:
+    """Refuse parameter overrides that name no declared parameter (``sharpen_rate:=5``).
+
+    rclpy silently ignores an override for a parameter the node never declares, so a misspelled
+    name would leave the default in force without a word.
+
+    Raises:
+        ConfigError: Naming every unknown parameter and the nearest declared names.
+    """
+    overrides = getattr(node, "_parameter_overrides", {}) or {}
+    unknown = sorted(n for n in overrides if not node.has_parameter(n) and not n.startswith(FOREIGN_PREFIXES))
+    if not unknown:
+        return
+    declared = sorted(node._parameters) if hasattr(node, "_parameters") else []
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, declared, n=2, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    raise ConfigError(f"unknown parameter(s) {', '.join(hints)}; see config/perception.yaml for the parameters "
+                      "of this node")
 
 
 def on_set_parameters(node: Node, get_config, set_config, read_only: frozenset[str]):
     """A set-parameters callback: validate the change on a copy; reject read-only ones with a reason."""
 
+    names = None
+
     def callback(params: list[Parameter]) -> SetParametersResult:
+        nonlocal names
+        if names is None:
+            names = {f.name for f in dataclasses.fields(get_config())}
         changes = {}
         for p in params:
+            if p.name not in names:  # rclpy's own (use_sim_time, ...): not the configuration's business
+                continue
             if p.name in read_only:
                 return SetParametersResult(successful=False, reason=f"{p.name} cannot change at run time")
-            changes[p.name] = list(p.value) if isinstance(p.value, (list, tuple)) else p.value
+            changes[p.name] = plain_value(p.value)
+        if not changes:
+            return SetParametersResult(successful=True)
         try:
             new = get_config().replace(**changes)
         except (ConfigError, TypeError) as err:

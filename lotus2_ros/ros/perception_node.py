@@ -17,11 +17,16 @@ Published topics (under the node's private namespace ``~/``):
 Parameters: one per field of :class:`~lotus2_ros.perception.config.PerceptionConfig`
     (``config/perception.yaml``).
 
-Threads: the executor runs callbacks, which only store the latest message (latest frame wins;
-an unprocessed frame that is replaced is counted as dropped). One worker thread owns the GPU:
-it runs the core predictor on each new frame and, only while no frame waits, advances the
-detail sharpener one transformer forward at a time — so a new frame waits at most one
-sharpener step and the sharpener never stalls the core's rate.
+Threads: the executor runs callbacks, which check an image in O(1) and store it (latest frame
+wins; a valid frame that is replaced before the worker took it is counted in ``frames_dropped``).
+The image subscription has a callback group of its own and the executor two threads, so the
+diagnostics timer, parameter services and the other inputs never hold it up. One worker thread
+owns the GPU: it runs the core predictor on each new frame and, only while no frame waits,
+advances the detail sharpener one transformer forward at a time — so a new frame waits at most
+one sharpener step and the sharpener never stalls the core's rate.
+
+Start-up: the parameters are checked (unknown names refused) before the model is imported or
+loaded; any failure, or SIGINT/SIGTERM while starting, ends the process with one line on stderr.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -43,22 +49,26 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from ..geometry.transforms import rigid_transform
-from ..io.errors import MessageError
-from ..perception.assembly import FrameAssembler
 from ..perception.config import READ_ONLY, ConfigError, PerceptionConfig
-from ..perception.messages import OUTPUT_TOPICS, REFINED_PREFIX, output_messages
-from ..perception.pipeline import Frame, PerceptionOutput, Refinement, load_pipeline
+from ..perception.outputs import OUTPUT_TOPICS, REFERENCE_SOURCES, planned_output_topics
 from ..perception.stats import NodeStats
-from .msg_types import rclpy_types
-from .params import declare_config, on_set_parameters
+from .params import check_overrides, declare_config, on_set_parameters
 
 NODE_NAME = "lotus2_perception"
-MSG_CLASSES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
-               "sensor_msgs/msg/PointCloud2": PointCloud2}
 #: Subscribed reference topic per metric source.
 REFERENCE_TOPICS = {"lidar": ("lidar/points", PointCloud2), "depth_image": ("depth_ref/image", Image)}
 #: How long the worker waits for a frame before checking for sharpener work / shutdown.
 IDLE_WAIT_S = 0.05
+#: Images the DDS reader holds until the executor takes them. The mailbox keeps only the newest
+#: (latest frame wins); this only absorbs a moment in which the executor thread waits for the
+#: interpreter, so that a frame is not overwritten inside DDS before the node ever saw it.
+IMAGE_READER_DEPTH = 3
+#: How long the first image may wait for the first camera_info (they arrive on two topics, in
+#: either order): only until the stream's first camera_info has come.
+CAMERA_INFO_GRACE_S = 0.5
+#: Seconds between GIL hand-offs: the worker's Python code would otherwise keep the executor
+#: thread waiting up to 5 ms per hand-off (Python's default), several times per message.
+SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass
@@ -98,49 +108,91 @@ class LatestSlot:
             self._cond.notify_all()
 
 
+class SequenceGaps:
+    """Frames a publisher sent that never reached this subscription (per-publisher sequence gaps).
+
+    Counts gaps between consecutive samples taken from the same publisher: lost in transport or
+    overwritten in this node's DDS reader before the executor took them. Samples before the first
+    one taken are not counted. Thread-safe through the caller (one subscription callback at a time).
+    """
+
+    def __init__(self):
+        self._last: dict[bytes, int] = {}
+        self.missed = 0
+
+    def add(self, info: dict | None) -> int:
+        """Record a sample's message info; the number of samples missed just before it."""
+        if not info:
+            return 0
+        seq, gid = info.get("publication_sequence_number"), info.get("publisher_gid")
+        if not seq or not gid:
+            return 0
+        key = bytes(gid.get("data", b""))
+        last = self._last.get(key)
+        self._last[key] = seq
+        gap = seq - last - 1 if last is not None and seq > last else 0
+        self.missed += gap
+        return gap
+
+
 class PerceptionNode(Node):
     """The ROS shell around :class:`~lotus2_ros.perception.pipeline.PerceptionPipeline`."""
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         self.config: PerceptionConfig = declare_config(self, PerceptionConfig)
+        check_overrides(self)
+        # The model stack (torch) is imported only once the parameters are known to be good.
+        from ..model.quiet import quiet_third_party
+        from ..perception.intake import Intake
+        from ..perception.pipeline import load_pipeline
+        from .msg_types import rclpy_types
+
+        quiet_third_party()
         self.types = rclpy_types()
         self.stats = NodeStats()
         self.pipeline = load_pipeline(self.config)  # before any subscription: fail fast
         self.backend = self.pipeline.backend
         self.add_on_set_parameters_callback(on_set_parameters(self, lambda: self.config, self._apply, READ_ONLY))
 
-        out_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-        classes = dict(MSG_CLASSES, **{"lotus2_ros/msg/ScaleFit": self.types.ScaleFit})
+        self._out_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        self._classes = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
+                         "sensor_msgs/msg/PointCloud2": PointCloud2, "lotus2_ros/msg/ScaleFit": self.types.ScaleFit}
         if self.types.ScaleFit is None and self.config.metric_source in REFERENCE_TOPICS:
             self.get_logger().warning("lotus2_ros.msg is not built (pip install without colcon): "
                                       "~/scale_fit is not published")
         self.pubs = {}
-        for topic, type_name in OUTPUT_TOPICS.items():
-            if classes[type_name] is None:
-                continue
-            for name in (topic, REFINED_PREFIX + topic):
-                self.pubs[name] = self.create_publisher(classes[type_name], "~/" + name, out_qos)
+        self._pub_lock = threading.Lock()  # publishers change at run time (publish_colorized, ...)
+        self._sync_publishers()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
+        self.extrinsic_note = ""
+        self.intake = Intake(self.config, self.stats, self._tf_lookup(),
+                             warn=lambda text: self.get_logger().warning(text, throttle_duration_sec=5.0))
+        self._slot = LatestSlot()
+        self._gaps = SequenceGaps()
         reliability = (ReliabilityPolicy.BEST_EFFORT if self.config.qos_reliability == "best_effort"
                        else ReliabilityPolicy.RELIABLE)
+        image_qos = QoSProfile(depth=IMAGE_READER_DEPTH, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
         in_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
-        self.assembler = FrameAssembler(self.config, self._tf_lookup())
-        self._slot = LatestSlot()
+        events = self._image_events()
+        image_group = MutuallyExclusiveCallbackGroup()
         if self.config.image_transport == "compressed":
-            self.create_subscription(CompressedImage, "image/compressed", lambda m: self._on_image(m, True), in_qos)
+            self.create_subscription(CompressedImage, "image/compressed", lambda m, i: self._on_image(m, i, True),
+                                     image_qos, callback_group=image_group, event_callbacks=events)
         else:
-            self.create_subscription(Image, "image", lambda m: self._on_image(m, False), in_qos)
+            self.create_subscription(Image, "image", lambda m, i: self._on_image(m, i, False), image_qos,
+                                     callback_group=image_group, event_callbacks=events)
+        self._have_camera_info = threading.Event()
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
         if self.config.metric_source in REFERENCE_TOPICS:
             topic, cls = REFERENCE_TOPICS[self.config.metric_source]
             ref_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
-            self.create_subscription(cls, topic, self.assembler.add_reference, ref_qos)
-        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+            self.create_subscription(cls, topic, self.intake.reference, ref_qos)
+        self._diag_timer = self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
 
         self._stop = threading.Event()
-        self._refinement: Refinement | None = None
+        self._refinement = None
         self._last_refine_start = -float("inf")
         self._last_ctx = None
         self._worker = threading.Thread(target=self._run, name="lotus2_worker", daemon=True)
@@ -149,29 +201,75 @@ class PerceptionNode(Node):
             self.get_logger().info(f"model default: {note}")
         self.get_logger().info(
             f"ready: model {self.backend.describe()}, input "
-            f"{self.resolve_topic_name('image/compressed' if self.config.image_transport == 'compressed' else 'image')}")
+            f"{self.resolve_topic_name('image/compressed' if self.config.image_transport == 'compressed' else 'image')}"
+            f", outputs {sorted(self.pubs)}")
 
     # ------------------------------------------------------------------ set-up
     def _apply(self, config: PerceptionConfig) -> None:
+        old = self.config
         self.config = config
-        self.assembler.config = config
+        self.intake.config = config
         self.pipeline.reconfigure(config)
+        self._sync_publishers()
+        if config.diagnostics_period_s != old.diagnostics_period_s:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(config.diagnostics_period_s, self._publish_diagnostics)
+
+    def _planned_topics(self) -> list[str]:
+        """What this configuration can ever publish (``perception.outputs``): refined topics only
+        when the sharpener is loaded and the model can refine."""
+        refine = self.config.sharpen_enabled and bool(self.backend.info.refine_tasks)
+        return planned_output_topics(self.config, self.pipeline.tasks, refined=refine)
+
+    def _sync_publishers(self) -> None:
+        """Advertise exactly the planned outputs (they change with publish_colorized / publish_points)."""
+        planned = {t for t in self._planned_topics() if self._classes[OUTPUT_TOPICS[t.split("refined/")[-1]]]}
+        with self._pub_lock:
+            for name in [n for n in self.pubs if n not in planned]:
+                self.destroy_publisher(self.pubs.pop(name))
+            for name in sorted(planned - set(self.pubs)):
+                cls = self._classes[OUTPUT_TOPICS[name.split("refined/")[-1]]]
+                self.pubs[name] = self.create_publisher(cls, "~/" + name, self._out_qos)
+
+    def _image_events(self):
+        """DDS's own count of samples lost on the way to the image subscription (where supported)."""
+        try:
+            from rclpy.event_handler import SubscriptionEventCallbacks
+        except ImportError:  # pragma: no cover - older rclpy
+            return None
+
+        def lost(event) -> None:
+            self.stats.count("frames_lost_transport", int(event.total_count_change))
+
+        return SubscriptionEventCallbacks(message_lost=lost)
 
     def _tf_lookup(self):
         """``T_camera_lidar`` from TF when configured (or ``auto`` and tf2_ros is installed), else None."""
         cfg = self.config
-        if cfg.metric_source != "lidar" or cfg.extrinsic_source == "parameter":
+        if cfg.metric_source != "lidar":
+            return None
+        if cfg.extrinsic_source == "parameter":
+            self.extrinsic_note = "lidar_extrinsic parameter"
             return None
         try:
             import tf2_ros
         except ImportError:
             if cfg.extrinsic_source == "tf":
                 raise ConfigError("extrinsic_source is 'tf' but tf2_ros is not installed") from None
-            self.get_logger().info("tf2_ros is not installed: T_camera_lidar comes from lidar_extrinsic")
+            identity = bool(abs(cfg.T_camera_lidar - rigid_transform([0, 0, 0, 0, 0, 0, 1])).max() < 1e-12)
+            self.extrinsic_note = ("lidar_extrinsic parameter (extrinsic_source auto, tf2_ros not installed)"
+                                   + (": IDENTITY" if identity else ""))
+            self.get_logger().warning(
+                "extrinsic_source is 'auto' but tf2_ros is not installed: the LiDAR -> camera transform is the "
+                f"lidar_extrinsic parameter {cfg.lidar_extrinsic}"
+                + (", the identity: LiDAR points are projected as if the LiDAR sat in the camera's optical "
+                   "frame. Install tf2_ros and publish TF, or set lidar_extrinsic with extrinsic_source: parameter"
+                   if identity else ""))
             return None
         from rclpy.duration import Duration
         from rclpy.time import Time
 
+        self.extrinsic_note = "tf"
         self._tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
@@ -187,22 +285,20 @@ class PerceptionNode(Node):
 
         return lookup
 
-    # ------------------------------------------------------------------ callbacks (executor thread)
-    def _on_image(self, msg, compressed: bool) -> None:
+    # ------------------------------------------------------------------ callbacks (executor threads)
+    def _on_image(self, msg, info, compressed: bool) -> None:
         self.stats.input()
+        missed = self._gaps.add(info)
+        if missed:
+            self.stats.count("frames_missed_upstream", missed)
+        if not self.intake.check_image(msg, compressed):
+            return
         if self._slot.put(_Pending(msg, compressed)):
             self.stats.count("frames_dropped")
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            self.assembler.add_camera_info(msg)
-        except (MessageError, ValueError) as err:
-            self._bad("camera_info", err)
-
-    def _bad(self, what: str, err: Exception) -> None:
-        self.stats.count("bad_messages")
-        self.stats.count(f"bad_{what}")
-        self.get_logger().warning(f"dropped a bad {what} message: {err}", throttle_duration_sec=5.0)
+    def _on_camera_info(self, msg) -> None:
+        if self.intake.camera_info(msg):
+            self._have_camera_info.set()
 
     # ------------------------------------------------------------------ worker thread
     def _run(self) -> None:
@@ -238,41 +334,34 @@ class PerceptionNode(Node):
         if not self._has_subscribers():
             self.stats.count("frames_skipped_no_subscribers")
             return
-        frame = self._to_frame(item)
+        if self.config.require_camera_info and not self._have_camera_info.is_set():
+            self._have_camera_info.wait(CAMERA_INFO_GRACE_S)  # the first camera_info may trail the first image
+        frame = self.intake.assemble(item.msg, item.compressed)
         if frame is None:
             return
+        self.stats.count("frames_processed")
         out, ctx = self.pipeline.process(frame, self._wanted())
         self._last_ctx = ctx
         self._publish(out)
-
-    def _to_frame(self, item: _Pending) -> Frame | None:
-        got = self.assembler.try_assemble(item.msg, item.compressed)
-        if got.dropped == "no_camera_info":
-            self.stats.count("frames_without_camera_info")
-            self.get_logger().warning("waiting for camera_info; dropping images until it arrives",
-                                      throttle_duration_sec=5.0)
-        elif got.dropped == "bad_image":
-            self._bad("image", got.error)
-        elif got.reference == "unusable":
-            self._bad("reference", got.error)
-        elif got.reference == "missing":
-            self.stats.count("frames_without_reference")
-        return got.frame
 
     def _wanted(self) -> set[str]:
         """Output topics (core or refined) someone subscribes to: only their products are made."""
         return {t for t in OUTPUT_TOPICS
                 if any(p in self.pubs and self.pubs[p].get_subscription_count() > 0
-                       for p in (t, REFINED_PREFIX + t))}
+                       for p in (t, "refined/" + t))}
 
     def _has_subscribers(self) -> bool:
-        return any(p.get_subscription_count() > 0 for p in self.pubs.values())
+        return any(p.get_subscription_count() > 0 for p in list(self.pubs.values()))
 
-    def _publish(self, out: PerceptionOutput) -> None:
-        prefix = REFINED_PREFIX if out.refined else ""
-        wanted = {t for t in OUTPUT_TOPICS if prefix + t in self.pubs and self.pubs[prefix + t].get_subscription_count() > 0}
-        for topic, msg in output_messages(self.types, out, wanted).items():
-            self.pubs[topic].publish(msg)
+    def _publish(self, out) -> None:
+        from ..perception.messages import output_messages
+
+        prefix = "refined/" if out.refined else ""
+        with self._pub_lock:
+            pubs = self.pubs
+            wanted = {t for t in OUTPUT_TOPICS if prefix + t in pubs and pubs[prefix + t].get_subscription_count() > 0}
+            for topic, msg in output_messages(self.types, out, wanted).items():
+                pubs[topic].publish(msg)
         latency_ms = (self.get_clock().now().nanoseconds - out.stamp_ns) / 1e6
         self.stats.output(latency_ms, out.refined)
         if out.scale_fit is not None:
@@ -282,17 +371,21 @@ class PerceptionNode(Node):
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         snap = self.stats.snapshot()
-        status = DiagnosticStatus(name=f"{self.get_name()}: lotus2 perception", hardware_id=str(self.backend.device))
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: lotus2 perception", hardware_id=str(self.backend.device))
         level, message = DiagnosticStatus.OK, "running"
         if snap["seconds_since_input"] > 5.0:
             level, message = DiagnosticStatus.WARN, "no images received"
-        elif snap.get("frames_without_camera_info", 0) and self.assembler.calibration is None:
+        elif snap.get("frames_without_camera_info", 0) and self.intake.assembler.calibration is None:
             level, message = DiagnosticStatus.WARN, "waiting for camera_info"
         elif (self.config.sharpen_enabled and self.config.sharpen_rate_hz > 0 and snap["refined_rate_hz"] == 0
               and snap["output_rate_hz"] > 0 and snap.get("frames_dropped", 0) > 0):
             level, message = DiagnosticStatus.WARN, "detail sharpener starved: the core predictor keeps the GPU busy"
+        elif "IDENTITY" in self.extrinsic_note:
+            level, message = DiagnosticStatus.WARN, "LiDAR extrinsic is the identity (tf2_ros not installed)"
         status.level, status.message = level, message
         values = {**snap, **{k: v for k, v in self.backend.describe().items()}}
+        if self.extrinsic_note:
+            values["lidar_extrinsic_source"] = self.extrinsic_note
         if self.backend.device.type == "cuda":
             import torch
 
@@ -318,23 +411,48 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; 0 on a clean shutdown, 1 if it cannot start.
+class StartupInterrupted(BaseException):
+    """SIGINT/SIGTERM arrived while the node was starting (raised from the signal handler)."""
 
-    The signals are handled here rather than by rclpy so that the worker stops (finishing the
-    forward in progress) before the ROS context goes away under it.
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM; 0 on a clean shutdown (also when stopped while starting),
+    1 if it cannot start (one line on stderr, no traceback).
+
+    The signals are handled here rather than by rclpy: while starting they abort at once (a
+    model load can take minutes); once running they stop the worker (finishing the forward in
+    progress) before the ROS context goes away under it.
     """
-    rclpy.init(args=["perception_node", *(argv or [])], signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
+    def interrupt(*_):
+        raise StartupInterrupted()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, interrupt)
+    stop = threading.Event()
+    node = None
     try:
-        node = PerceptionNode()
-    except Exception as err:  # noqa: BLE001 - any start-up failure is reported and ends the process
-        print(f"perception_node: cannot start: {err}", file=sys.stderr)
-        rclpy.shutdown()
-        return 1
-    executor = SingleThreadedExecutor()
+        try:
+            rclpy.init(args=["perception_node", *(argv or [])], signal_handler_options=SignalHandlerOptions.NO)
+        except Exception as err:  # noqa: BLE001 - e.g. a missing or malformed --params-file
+            print(f"perception_node: cannot start: bad arguments: {_one_line(err)}", file=sys.stderr)
+            return 1
+        try:
+            node = PerceptionNode()
+        except Exception as err:  # noqa: BLE001 - any start-up failure is reported and ends the process
+            print(f"perception_node: cannot start: {_one_line(err)}", file=sys.stderr)
+            rclpy.shutdown()
+            return 1
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    except StartupInterrupted:
+        print("perception_node: stopped while starting", file=sys.stderr)
+        if node is not None:
+            node.stop()
+        if rclpy.ok():
+            rclpy.shutdown()
+        return 0
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     try:
         while not stop.is_set() and rclpy.ok():
@@ -343,7 +461,13 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         node.stop()
+        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__

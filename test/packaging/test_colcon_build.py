@@ -99,6 +99,8 @@ class ColconBuild:
 
 @pytest.fixture(scope="session")
 def colcon_build(tmp_path_factory) -> ColconBuild:
+    if os.environ.get("LOTUS2_IN_COLCON_TEST"):
+        pytest.skip("running inside `colcon test` of this package: it was just built")
     reason = _missing_build_tools()
     if reason:
         pytest.skip(reason)
@@ -129,6 +131,24 @@ def colcon_build(tmp_path_factory) -> ColconBuild:
     after = _source_snapshot()
     stable = {k: v for k, v in source_files.items() if after.get(k) == v}
     return ColconBuild(install, install / PACKAGE, seconds, stable)
+
+
+def test_colcon_test_runs_the_packages_pytest_tests(colcon_build, tmp_path):
+    """`colcon test` (CTest → ament_add_pytest_test) runs pytest and reports its results (#13.13)."""
+    if _find_cmake_package("ament_cmake_pytest") is None:
+        pytest.skip("ament_cmake_pytest is not installed (make venv installs the ros-ament-cmake-pytest wheel)")
+    work = colcon_build.install.parent
+    cmd = (f'. "{REPO}/scripts/colcon_env.sh" "{_venv_prefix()}" && '
+           f'colcon --log-base "{work}/log" test --base-paths "{REPO}" --packages-select {PACKAGE} '
+           f'--build-base "{work}/build" --install-base "{colcon_build.install}" '
+           '--ctest-args -R lotus2_ros_packaging --event-handlers console_cohesion+ summary-')
+    proc = subprocess.run(["bash", "-c", cmd], cwd=work, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = list((work / "build" / PACKAGE / "test_results").rglob("lotus2_ros_packaging.xunit.xml"))
+    assert results, f"no pytest result file:\n{proc.stdout[-2000:]}"
+    suite = ET.parse(results[0]).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    assert int(suite.get("tests")) >= 10 and int(suite.get("failures")) == 0 and int(suite.get("errors")) == 0
 
 
 def test_install_tree_registers_the_package_with_ament(colcon_build):

@@ -21,7 +21,7 @@ MODEL_AND_INPUT_FIELDS = {
 }
 #: Parameters meant to be tuned on a running node.
 RUN_TIME_FIELDS = {
-    "rectify", "sharpen_rate_hz", "sharpen_steps", "output_resolution", "publish_colorized", "publish_points",
+    "rectify", "max_image_px", "sharpen_rate_hz", "sharpen_steps", "output_resolution", "publish_colorized", "publish_points",
     "min_depth_m", "max_depth_m", "fixed_scale", "fixed_shift", "diagnostics_period_s",
 }
 #: Name suffix → unit the field's metadata must state.
@@ -203,9 +203,9 @@ def test_bad_metric_reference_settings_raise_naming_the_parameter(changes, name)
 # ----------------------------------------------------------------------------- replace
 def test_replace_returns_a_validated_copy_and_leaves_the_original():
     cfg = _cpu()
-    new = cfg.replace(fixed_scale=3, metric_source="fixed", rectify=True)
-    assert (new.fixed_scale, new.metric_source, new.rectify) == (3.0, "fixed", True)
-    assert (cfg.fixed_scale, cfg.metric_source, cfg.rectify) == (1.0, "none", False)
+    new = cfg.replace(fixed_scale=3, metric_source="fixed", rectify=False)
+    assert (new.fixed_scale, new.metric_source, new.rectify) == (3.0, "fixed", False)
+    assert (cfg.fixed_scale, cfg.metric_source, cfg.rectify) == (1.0, "none", True)
     assert type(new.fixed_scale) is float
 
 

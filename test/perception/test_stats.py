@@ -145,3 +145,26 @@ def test_counts_from_several_threads_add_up():
     snap = node.snapshot()
     assert snap["dropped_frames"] == 8000.0
     assert snap["frames_received"] == 8000.0
+
+
+# ----------------------------------------------------------------------------- after a pause (#13.3)
+def test_a_stream_that_stopped_reads_a_decaying_rate_not_its_old_one():
+    rate = RateWindow(window_s=5.0)
+    for i in range(251):
+        rate.add(i / 25.0)  # 25 Hz for 10 s, last event at t = 10
+    assert rate.rate_hz(now=10.02) == pytest.approx(25.0)  # mid-interval of a live stream: exact
+    assert rate.rate_hz(now=11.0) == pytest.approx(100 / 4.96, rel=1e-6)  # 1 s after: 100 intervals over 4.96 s
+    assert rate.rate_hz(now=14.8) < 1.5  # 4.8 s after the last frame (was 25 Hz)
+    assert rate.rate_hz(now=15.1) == 0.0
+
+
+def test_node_rates_and_the_starved_sharpener_figures_decay_after_the_stream_stops(clock):
+    s = NodeStats(window_s=5.0)
+    for _ in range(100):
+        s.input()
+        s.output(10.0, refined=False)
+        clock.t += 0.04
+    assert s.snapshot()["output_rate_hz"] == pytest.approx(25.0, rel=0.02)
+    clock.t += 4.8
+    snap = s.snapshot()
+    assert snap["input_rate_hz"] < 1.5 and snap["output_rate_hz"] < 1.5
