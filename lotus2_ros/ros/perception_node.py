@@ -218,8 +218,10 @@ class PerceptionNode(Node):
     def _planned_topics(self) -> list[str]:
         """What this configuration can ever publish (``perception.outputs``): refined topics only
         when the sharpener is loaded and the model can refine."""
-        refine = self.config.sharpen_enabled and bool(self.backend.info.refine_tasks)
-        return planned_output_topics(self.config, self.pipeline.tasks, refined=refine)
+        info = self.backend.info
+        refine = self.config.sharpen_enabled and bool(info.refine_tasks) and self.pipeline.refine_steps > 0
+        return planned_output_topics(self.config, self.pipeline.tasks, refined=refine,
+                                     depth_output=info.depth_output, refinement=info.refinement or "sharpen")
 
     def _sync_publishers(self) -> None:
         """Advertise exactly the planned outputs (they change with publish_colorized / publish_points)."""

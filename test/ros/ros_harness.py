@@ -126,6 +126,8 @@ class Probe:
         #: The node's latest /diagnostics values and how many of its messages arrived.
         self.diag: dict[str, str] = {}
         self.diag_count = 0
+        #: Every /diagnostics message received (all nodes), oldest first.
+        self.diagnostics: list = []
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         #: Stamps of the warm-up frames :meth:`wait_ready` sent.
         self.warmup_stamps: list[int] = []
@@ -136,14 +138,17 @@ class Probe:
         return cb
 
     def _on_diagnostics(self, msg) -> None:
+        self.diagnostics.append(msg)
         for status in msg.status:
-            if status.name.startswith(f"{self.node_name}:"):  # "<node name>: lotus2 perception"
+            # "<fully qualified node name>: lotus2 perception"
+            if status.name.startswith(f"{self.ns.rstrip('/')}/{self.node_name}:"):
                 self.diag = {kv.key: kv.value for kv in status.values}
                 self.diag_count += 1
 
     def _matched(self) -> bool:
+        # The node advertises only what its configuration can publish; every configuration has disparity.
         return (self.image_pub.get_subscription_count() > 0 and self.info_pub.get_subscription_count() > 0
-                and all(sub.get_publisher_count() > 0 for sub in self._subs))
+                and self._subs[0].get_publisher_count() > 0)
 
     def wait_ready(self, proc: NodeProcess, timeout_s: float = 90.0) -> None:
         """Until the node runs, our endpoints matched its endpoints, and a warm-up frame went through.
