@@ -44,45 +44,10 @@ from lotus2_ros.bag.writer import OutputBag  # noqa: E402
 from lotus2_ros.model.engine import Lotus2Engine  # noqa: E402
 from lotus2_ros.perception import PerceptionConfig  # noqa: E402
 from lotus2_ros.synthetic import LidarModel  # noqa: E402
+from replay import ReplayEngine  # noqa: E402  (benchmarks/replay.py)
 
 #: Stages of the bag tool on the processing thread (the rest is the pipeline's, shared with the node).
 BAG_STAGES = ("read", "decode", "write_wait")
-
-
-class ReplayEngine(Lotus2Engine):
-    """The engine with its network forwards replaced by the first results (per task and shape).
-
-    Everything around the forwards — preprocessing, post-processing to disparity/normals, stage
-    timers — runs as usual, so the pipeline does all its non-network work.
-    """
-
-    def __init__(self, engine: Lotus2Engine):  # noqa: D107 - shares the loaded modules
-        self.__dict__.update(engine.__dict__)
-        self._cache: dict[tuple, object] = {}
-
-    def _cached(self, key: tuple, compute):
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
-
-    def encode(self, rgb):
-        return self._cached(("encode", tuple(rgb.shape)), lambda: super(ReplayEngine, self).encode(rgb))
-
-    def core(self, latents, task):
-        return self._cached(("core", task, tuple(latents.shape)), lambda: super(ReplayEngine, self).core(latents, task))
-
-    def lcm(self, latents, task):
-        return self._cached(("lcm", task, tuple(latents.shape)), lambda: super(ReplayEngine, self).lcm(latents, task))
-
-    def decode(self, latents):
-        key = ("decode", tuple(latents.shape), float(latents.flatten()[0]))
-        return self._cached(key, lambda: super(ReplayEngine, self).decode(latents))
-
-    def iter_sharpen(self, latents, task, num_steps):
-        last = self._cached(("sharpen", task, tuple(latents.shape), num_steps),
-                            lambda: list(super(ReplayEngine, self).iter_sharpen(latents, task, num_steps))[-1])
-        for _ in range(num_steps):
-            yield last
 
 
 def copy_baseline_ms(bag: Path, out: Path, storage: str, frames: int) -> float:

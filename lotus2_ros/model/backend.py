@@ -174,6 +174,21 @@ class ModelBackend(ABC):
     def to_normals(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
         """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` float32 in the ROS optical frame."""
 
+    def to_depth_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor | None:
+        """:meth:`to_depth` without the download: ``[B,H,W]`` float32 on the decoded tensor's device.
+
+        Optional: lets the pipeline post-process on a GPU and download once. None (the default)
+        means the backend has no device form and the pipeline uses :meth:`to_depth`.
+        """
+        return None
+
+    def to_normals_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor | None:
+        """:meth:`to_normals` without the download: ``[B,H,W,3]`` float32 on the decoded tensor's device.
+
+        Optional, as :meth:`to_depth_tensor`.
+        """
+        return None
+
     def check_request(self, tasks: tuple[str, ...], refine_steps: int) -> None:
         """Raise ValueError unless ``tasks`` are loaded and ``refine_steps`` can be run."""
         unknown = [t for t in tasks if t not in self.info.tasks]

@@ -35,7 +35,8 @@ from .backend import DTYPES, BackendConfig, ModelBackend, ModelInfo, StageTimer
 from .latents import FlowSchedule, image_position_ids, pack_latents, text_position_ids, unpack_latents
 from .lcm import LocalContinuityModule
 from .prompt_embeds import PromptEmbeds, load_prompt_embeds
-from .resize import decoded_to_unit, images_to_tensor, resize_bilinear, resize_for_model
+from .resize import (decoded_to_unit, images_to_tensor, planar_model_to_optical_tensor, resize_bilinear, resize_for_model,
+                     resize_planes_bilinear)
 from .spec import MAX_REFINE_STEPS, ModelSettings, resolve_model_request
 from .weights import TaskWeightFiles, WeightsError, activate_adapter, attach_lora, load_lcm
 
@@ -259,6 +260,12 @@ class Lotus2Engine(ModelBackend):
     @staticmethod
     def to_disparity(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
         """``[B,3,h,w]`` in ``[0,1]`` → affine-invariant disparity ``[B,H,W]`` float32 (channel mean)."""
+        if _on_host(decoded):  # numpy + OpenCV: no torch kernels (and their thread pool) on the CPU path
+            planes = decoded.detach().numpy()  # [B,3,h,w]
+            disparity = planes[:, 0] + planes[:, 1]
+            disparity += planes[:, 2]
+            disparity /= 3  # torch's CPU mean over the channels, bit for bit
+            return resize_planes_bilinear(disparity, out_hw)  # [B,H,W]
         disparity = decoded.mean(dim=1, keepdim=True)  # [B,1,h,w]
         return resize_bilinear(disparity, out_hw)[:, 0].cpu().numpy()
 
@@ -266,6 +273,14 @@ class Lotus2Engine(ModelBackend):
     def to_normals(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
         """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` in the ROS optical frame."""
         return decoded_to_optical_normals(decoded, out_hw)
+
+    def to_depth_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+        """:meth:`to_disparity` on the decoded tensor's device: ``[B,H,W]`` float32, not downloaded."""
+        return resize_bilinear(decoded.mean(dim=1, keepdim=True), out_hw)[:, 0]  # [B,H,W]
+
+    def to_normals_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+        """:meth:`to_normals` on the decoded tensor's device: ``[B,H,W,3]`` float32, not downloaded."""
+        return planar_model_to_optical_tensor(resize_bilinear(decoded, out_hw))  # [B,H,W,3]
 
     # ------------------------------------------------------------------ the backend interface
     def predict(self, cond: torch.Tensor, tasks: tuple[str, ...],
@@ -327,5 +342,13 @@ def decoded_to_optical_normals(decoded: torch.Tensor, out_hw: tuple[int, int]) -
     """``[B,3,h,w]`` in ``[0,1]`` (Lotus normal coding) → unit normals ``[B,H,W,3]``, ROS optical frame."""
     # The decoder's channel planes go in as they are: the arithmetic runs plane by plane on
     # contiguous memory and only the final divide writes the interleaved [B,H,W,3] result.
-    unit = resize_bilinear(decoded, out_hw).cpu().numpy()  # [B,3,H,W]
+    if _on_host(decoded):
+        unit = resize_planes_bilinear(decoded.detach().numpy(), out_hw)  # [B,3,H,W]
+    else:
+        unit = resize_bilinear(decoded, out_hw).cpu().numpy()  # [B,3,H,W]
     return planar_model_to_optical(unit)  # [B,H,W,3]
+
+
+def _on_host(decoded: torch.Tensor) -> bool:
+    """A float32 CPU tensor: post-processed with numpy/OpenCV on its memory."""
+    return decoded.device.type == "cpu" and decoded.dtype == torch.float32 and decoded.ndim == 4

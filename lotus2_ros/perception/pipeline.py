@@ -31,11 +31,14 @@ from ..io.visualize import colorize_disparity, colorize_normals
 from ..model.backend import BackendConfig, ModelBackend, StageTimer, load_backend
 from ..model.spec import ModelSettings, resolve_model_request
 from .config import ConfigError, PerceptionConfig
+from .device_products import colorize_disparity_tensor, colorize_normals_tensor, download
 from .metric import MetricFitter, MetricReference, ScaleFitReport
 from .outputs import base_output_topics
 
 #: Stage names whose time is a network forward (everything else is pipeline overhead).
 FORWARD_STAGES = ("encode", "core_", "lcm_", "sharpen_", "decode_")
+#: The output topic namespace of each task's products.
+_TASK_TOPIC = {"depth": "depth", "normal": "normals"}
 #: A dummy frame id/stamp for single images (``predict``).
 IMAGE_FRAME_ID = ""
 
@@ -220,6 +223,9 @@ class PerceptionPipeline:
         """
         self.backend = backend
         self.config = config
+        #: Post-process and colourise on the model's device, downloading once (a GPU); on the CPU
+        #: the numpy/OpenCV forms are faster. Both give the same values within float rounding.
+        self.products_on_device = backend.device.type != "cpu"
         self.rectifier = Rectifier()
         self._metric = metric
         if metric is None and config.metric_source in ("lidar", "depth_image"):
@@ -289,7 +295,7 @@ class PerceptionPipeline:
         """
         ctx, timer = self._forward(frame, wanted, tasks)
         with torch.inference_mode():
-            decoded = self._decode(ctx.coarse, ctx.out_hw, timer)
+            decoded = self._decode(ctx.coarse, ctx.out_hw, timer, ctx.wanted)
         return self._products(ctx, decoded, refined=False, refine_steps=0, timer=timer), ctx
 
     def _forward(self, frame: Frame, wanted: set[str] | None,
@@ -328,14 +334,32 @@ class PerceptionPipeline:
         return ctx, timer
 
     def _decode(self, latents: dict[str, torch.Tensor], out_hw: tuple[int, int],
-                timer: StageTimer) -> dict[str, np.ndarray]:
-        """Decode and post-process per task: depth → ``[B,H,W]``, normal → ``[B,H,W,3]``."""
-        backend, outputs = self.backend, {}
+                timer: StageTimer, wanted: frozenset[str] | None = None) -> dict[str, np.ndarray]:
+        """Decode and post-process per task: depth → ``[B,H,W]``, normal → ``[B,H,W,3]``.
+
+        On a GPU (:attr:`products_on_device`) the post-processing and the colourised images the
+        frame needs (``wanted``, as in :meth:`process`) are computed there and downloaded together
+        once; they come back as ``"{task}_colorized"`` ``[H,W,3]`` uint8. On the CPU the backend's
+        numpy forms run and :meth:`_products` colourises.
+        """
+        backend, outputs, on_device = self.backend, {}, {}
         for task, z in latents.items():
             with timer(f"decode_{task}"):
                 decoded = backend.decode(z)  # [B,3,h,w]
             with timer(f"postprocess_{task}"):
-                outputs[task] = (backend.to_depth if task == "depth" else backend.to_normals)(decoded, out_hw)
+                result = None
+                if self.products_on_device:
+                    result = (backend.to_depth_tensor if task == "depth" else backend.to_normals_tensor)(decoded, out_hw)
+                if result is None:
+                    outputs[task] = (backend.to_depth if task == "depth" else backend.to_normals)(decoded, out_hw)
+                    continue
+                on_device[task] = result  # [B,H,W] / [B,H,W,3] on the device
+                if self._want(f"{_TASK_TOPIC[task]}/colorized", wanted):
+                    colorize = colorize_disparity_tensor if task == "depth" else colorize_normals_tensor
+                    on_device[f"{task}_colorized"] = colorize(result[0])  # [H,W,3] uint8
+        if on_device:
+            with timer("postprocess_download"):
+                outputs.update(download(on_device))
         return outputs
 
     # ------------------------------------------------------------------ refinement
@@ -346,12 +370,16 @@ class PerceptionPipeline:
         return Refinement(self, ctx, steps)
 
     # ------------------------------------------------------------------ products
+    def _want(self, topic: str, wanted: frozenset[str] | None) -> bool:
+        """This configuration yields ``topic`` and someone listens (``wanted`` None: everyone)."""
+        return topic in self._yields and (wanted is None or topic in wanted)
+
     def _products(self, ctx: _FrameContext, decoded: dict[str, np.ndarray], refined: bool, refine_steps: int,
                   timer: StageTimer) -> PerceptionOutput:
         cfg = self.config
 
-        def want(topic: str) -> bool:  # this configuration yields it and someone listens
-            return topic in self._yields and (ctx.wanted is None or topic in ctx.wanted)
+        def want(topic: str) -> bool:
+            return self._want(topic, ctx.wanted)
 
         with timer("products"):
             out = PerceptionOutput(stamp_ns=ctx.frame.stamp_ns, frame_id=ctx.frame.frame_id,
@@ -362,9 +390,13 @@ class PerceptionPipeline:
             if "normal" in decoded:
                 out.normals = decoded["normal"][0]
             if out.disparity is not None and want("depth/colorized"):
-                out.depth_colorized = colorize_disparity(out.disparity)
+                out.depth_colorized = decoded.get("depth_colorized")  # made on the GPU
+                if out.depth_colorized is None:
+                    out.depth_colorized = colorize_disparity(out.disparity)
             if out.normals is not None and want("normals/colorized"):
-                out.normals_colorized = colorize_normals(out.normals)
+                out.normals_colorized = decoded.get("normal_colorized")
+                if out.normals_colorized is None:
+                    out.normals_colorized = colorize_normals(out.normals)
         if out.disparity is not None:
             with timer("metric"):
                 st, out.scale_fit = self._scale_shift(ctx.frame, out)
@@ -417,6 +449,6 @@ class Refinement:
         while not self.step():
             pass
         with torch.inference_mode():
-            decoded = self.pipeline._decode(self._latents, self.ctx.out_hw, self.timer)
+            decoded = self.pipeline._decode(self._latents, self.ctx.out_hw, self.timer, self.ctx.wanted)
         return self.pipeline._products(self.ctx, decoded, refined=True, refine_steps=self.num_steps,
                                        timer=self.timer)
