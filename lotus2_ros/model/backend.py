@@ -7,7 +7,8 @@ pipeline (``lotus2_ros.perception.pipeline``) chains them. The stages a frame go
     encode      → the conditioning latent shared by every task
     predict     the per-frame prediction: {task: latent}          (Lotus-2: core predictor + LCM)
     iter_refine the lower-rate refinement, one network forward per item (Lotus-2: the detail
-                sharpener), so a scheduler can interleave it with new frames
+                sharpener; :meth:`~ModelBackend.refine_forwards` items), so a scheduler can
+                interleave it with new frames
     decode      latent → [B,3,h,w] in [0,1]
     to_depth / to_normals   → numpy at the output size
 
@@ -53,6 +54,10 @@ class BackendConfig:
         refine_steps: Refinement steps of a refined frame; ``None``: the model's default.
         load_refiner: Load the refinement weights (Lotus-2: the detail-sharpener adapters).
         guidance_scale: Lotus-2: the guidance value fed to guidance-distilled transformers.
+        batch_tasks: Lotus-2: with several tasks, run each core / sharpener step as **one**
+            transformer forward over a batch with one sample per task, each with its own adapter
+            (the base weights are read once; numerically the separate forwards within float
+            rounding); False: one forward per task (less activation memory).
     """
 
     weights: Path
@@ -66,6 +71,7 @@ class BackendConfig:
     refine_steps: int | None = None
     load_refiner: bool = True
     guidance_scale: float = 3.5
+    batch_tasks: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "weights", Path(self.weights).expanduser())
@@ -173,6 +179,13 @@ class ModelBackend(ABC):
     @abstractmethod
     def to_normals(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
         """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` float32 in the ROS optical frame."""
+
+    def refine_forwards(self, tasks: tuple[str, ...], num_steps: int) -> int:
+        """How many items (network forwards) :meth:`iter_refine` yields for ``tasks`` and ``num_steps``.
+
+        Default: one forward per step and task; a backend that batches tasks says fewer.
+        """
+        return num_steps * len(tasks)
 
     def to_depth_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor | None:
         """:meth:`to_depth` without the download: ``[B,H,W]`` float32 on the decoded tensor's device.

@@ -23,6 +23,7 @@ adapters and an LCM. The base model is read by :func:`load_flux_base`, which the
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -104,8 +105,11 @@ class Lotus2Engine(ModelBackend):
 
     def __init__(self, transformer, vae, lcms: dict[str, LocalContinuityModule], prompt_embeds: PromptEmbeds,
                  schedule: FlowSchedule, *, info: ModelInfo, device: torch.device | str, dtype: torch.dtype,
-                 guidance_scale: float = DEFAULT_GUIDANCE):
+                 guidance_scale: float = DEFAULT_GUIDANCE, batch_tasks: bool = True):
         self.info = info
+        #: Several tasks share each transformer forward (a batch with one sample per task and its
+        #: own adapter) in :meth:`predict` and :meth:`iter_refine`; False: one forward per task.
+        self.batch_tasks = batch_tasks
         self.device = torch.device(device)
         self.dtype = dtype
         self.guidance_scale = guidance_scale
@@ -117,6 +121,7 @@ class Lotus2Engine(ModelBackend):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.latent_channels = int(vae.config.latent_channels)
         self._active_adapter: str | None = None
+        self._lora_layers: list[torch.nn.Module] | None = None
         self._txt_ids = text_position_ids(prompt_embeds.prompt_embeds.shape[1], self.device, self.dtype)
 
     @property
@@ -174,7 +179,7 @@ class Lotus2Engine(ModelBackend):
             log.info("Lotus-2: %s", note)
         log.info("Lotus-2 engine ready: tasks=%s device=%s dtype=%s", settings.tasks, device, config.dtype)
         return cls(transformer, vae, lcms, prompt, base.schedule, info=info, device=device, dtype=dtype,
-                   guidance_scale=config.guidance_scale)
+                   guidance_scale=config.guidance_scale, batch_tasks=config.batch_tasks)
 
     # ------------------------------------------------------------------ stages
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
@@ -226,6 +231,47 @@ class Lotus2Engine(ModelBackend):
             # Euler step in float32, cast back to the model dtype (as the FlowMatch scheduler does).
             tokens = (tokens.to(torch.float32) + (sigmas[i + 1] - sigmas[i]) * velocity).to(velocity.dtype)
             yield unpack_latents(tokens, (h, w))
+
+    def core_tasks(self, latents: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """:meth:`core` of every task in **one** transformer forward: ``{task: [B,C,h,w]}``.
+
+        The batch holds the packed latent once per task; each sample runs through the base weights
+        together and through its own task's core adapter (peft's mixed-adapter batches).
+        """
+        b, _, h, w = latents.shape
+        tokens = pack_latents(latents).repeat(len(tasks), 1, 1)  # [T*B,N,4C], task-major
+        timestep = torch.tensor(CORE_TIMESTEP).expand(len(tasks) * b).to(device=self.device, dtype=self.dtype)
+        with self._mixed_adapters([f"{task}_core" for task in tasks for _ in range(b)]):
+            out = self._transformer(tokens, timestep / 1000, (h, w))  # [T*B,N,4C]
+        return {task: unpack_latents(out[i * b:(i + 1) * b], (h, w)) for i, task in enumerate(tasks)}
+
+    def iter_sharpen_tasks(self, latents: dict[str, torch.Tensor], num_steps: int) -> Iterator[dict[str, torch.Tensor]]:
+        """:meth:`iter_sharpen` of every task at once: each Euler step is **one** transformer forward
+        over all tasks' latents (each sample with its task's sharpener adapter); yields
+        ``{task: [B,C,h,w]}`` after every step. The latents must have one shape."""
+        tasks = tuple(latents)
+        if not 0 <= num_steps <= MAX_SHARPEN_STEPS:
+            raise ValueError(f"sharpen steps must be in 0..{MAX_SHARPEN_STEPS}, got {num_steps}")
+        missing = [t for t in tasks if t not in self.sharpener_tasks]
+        if missing:
+            raise ValueError(f"the detail sharpener for {missing} is not loaded")
+        if num_steps == 0:
+            return
+        shapes = {tuple(z.shape) for z in latents.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"batched sharpening needs latents of one shape, got {sorted(shapes)}")
+        b, _, h, w = next(iter(latents.values())).shape
+        tokens = torch.cat([pack_latents(latents[t].to(self.dtype)) for t in tasks])  # [T*B,N,4C], task-major
+        sigmas = torch.from_numpy(self.schedule.sigmas(num_steps, tokens.shape[1])).to(self.device)  # [N+1]
+        timesteps = sigmas[:-1] * self.schedule.num_train_timesteps
+        names = [f"{task}_sharpener" for task in tasks for _ in range(b)]
+        for i, t in enumerate(timesteps):
+            timestep = t.expand(tokens.shape[0]).to(self.dtype)
+            with self._mixed_adapters(names):
+                velocity = self._transformer(tokens, timestep / 1000, (h, w))  # [T*B,N,4C]
+            # Euler step in float32, cast back to the model dtype (as in iter_sharpen).
+            tokens = (tokens.to(torch.float32) + (sigmas[i + 1] - sigmas[i]) * velocity).to(velocity.dtype)
+            yield {task: unpack_latents(tokens[j * b:(j + 1) * b], (h, w)) for j, task in enumerate(tasks)}
 
     def velocity(self, latents: torch.Tensor, task: str, sigmas: torch.Tensor | float) -> torch.Tensor:
         """The detail sharpener's velocity at flow time ``sigmas``: ``[B,C,h,w]`` → ``[B,C,h,w]``.
@@ -287,19 +333,36 @@ class Lotus2Engine(ModelBackend):
                 timer: StageTimer | None = None) -> dict[str, torch.Tensor]:
         """Core predictor + LCM per task on the encoded image: ``{task: [B,C,h/8,w/8]}``."""
         timer = timer or StageTimer(self.device)
+        tasks = tuple(tasks)
+        if self._batches(tasks):
+            with timer(f"core_{'+'.join(tasks)}"):  # one forward for every task
+                coarse = self.core_tasks(cond, tasks)
+        else:
+            coarse = {}
+            for task in tasks:
+                with timer(f"core_{task}"):
+                    coarse[task] = self.core(cond, task)
         out = {}
         for task in tasks:
-            with timer(f"core_{task}"):
-                z = self.core(cond, task)
             with timer(f"lcm_{task}"):
-                out[task] = self.lcm(z, task)
+                out[task] = self.lcm(coarse[task], task)
         return out
 
     def iter_refine(self, cond: torch.Tensor, latents: dict[str, torch.Tensor], num_steps: int,
                     timer: StageTimer | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """The detail sharpener, task after task, one Euler step (one transformer forward) per item."""
+        """The detail sharpener, one Euler step (one transformer forward) per item: all tasks in one
+        batched forward per step (:attr:`batch_tasks`), else task after task."""
         timer = timer or StageTimer(self.device)
         current = dict(latents)
+        tasks = tuple(current)
+        if self._batches(tasks) and len({tuple(z.shape) for z in current.values()}) == 1:
+            steps = self.iter_sharpen_tasks(current, num_steps)
+            while True:
+                with timer(f"sharpen_{'+'.join(tasks)}"):  # a forward stage
+                    z = next(steps, None)
+                if z is None:
+                    return
+                yield z
         for task in list(current):
             steps = self.iter_sharpen(current[task], task, num_steps)
             while True:
@@ -310,7 +373,38 @@ class Lotus2Engine(ModelBackend):
                 current[task] = z
                 yield dict(current)
 
+    def refine_forwards(self, tasks: tuple[str, ...], num_steps: int) -> int:
+        """Forwards :meth:`iter_refine` makes: one per step when the tasks are batched."""
+        return num_steps if self._batches(tuple(tasks)) else num_steps * len(tasks)
+
     # ------------------------------------------------------------------ internals
+    def _batches(self, tasks: tuple[str, ...]) -> bool:
+        return self.batch_tasks and len(tasks) > 1
+
+    @contextmanager
+    def _mixed_adapters(self, adapter_names: list[str]):
+        """Every LoRA layer applies ``adapter_names[i]`` to sample ``i`` during the block.
+
+        peft's mixed-adapter batches: a LoRA layer called with ``adapter_names=`` runs its base
+        layer on the whole batch and each adapter on its own samples. diffusers does not pass the
+        argument through the transformer, so forward pre-hooks add it to every LoRA layer's call
+        (as peft's own ``PeftModel`` does); they are removed on exit.
+        """
+        if self._lora_layers is None:
+            from peft.tuners.lora import LoraLayer
+
+            self._lora_layers = [m for m in self.transformer.modules() if isinstance(m, LoraLayer)]
+
+        def add_names(module, args, kwargs):
+            return args, {**kwargs, "adapter_names": adapter_names}
+
+        handles = [layer.register_forward_pre_hook(add_names, with_kwargs=True) for layer in self._lora_layers]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def _use_adapter(self, name: str) -> None:
         if self._active_adapter != name:
             activate_adapter(self.transformer, name)

@@ -427,7 +427,9 @@ class Refinement:
         self.stamp_ns = ctx.frame.stamp_ns
         self.num_steps = num_steps
         self.timer = timer or StageTimer(pipeline.backend.device)
-        self.total_steps = num_steps * len(ctx.coarse)
+        #: Network forwards (``step()`` calls) the refinement takes: steps x tasks, or steps when
+        #: the backend runs the tasks in one batched forward.
+        self.total_steps = pipeline.backend.refine_forwards(tuple(ctx.coarse), num_steps)
         self.steps_done = 0
         self._latents = dict(ctx.coarse)
         self._steps = pipeline.backend.iter_refine(ctx.cond, self._latents, num_steps, self.timer)
