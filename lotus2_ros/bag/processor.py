@@ -561,18 +561,26 @@ class _BagRun:
             self.stats.reference_missing["no reference within metric_max_offset_ms"] += 1
         stages["decode"] = (time.perf_counter() - t0) * 1e3
 
-        # The node's code path: core pass, then (offline: every frame) the detail sharpener.
-        core, ctx = self.pipeline.process(frame, self._products)
+        # The node's code path: core pass, then (offline: every frame) the detail sharpener. When
+        # only the refined outputs are written, the core prediction is not decoded at all.
+        core: PerceptionOutput | None = None
         refined: PerceptionOutput | None = None
         if self.plan.sharpening and self.stats.frames_processed % self.opt.sharpen_every == 0:
-            refined = self.pipeline.start_refinement(ctx, self.plan.sharpen_steps).result()
+            if self.opt.write_core:
+                core, ctx = self.pipeline.process(frame, self._products)
+                refined = self.pipeline.start_refinement(ctx, self.plan.sharpen_steps).result()
+            else:
+                refined = self.pipeline.process_refined(frame, self.plan.sharpen_steps, self._products)
+        else:
+            core, _ = self.pipeline.process(frame, self._products)
+        first = core if core is not None else refined
 
         # Message building, serialising, writing and exporting run on the writer thread, overlapping
         # the next frame (the outputs are not modified after the pipeline returns them).
-        outs = ([core] if refined is None or self.opt.write_core else []) + ([refined] if refined is not None else [])
+        outs = [o for o in (core, refined) if o is not None]
         self._dirty = True
         stages["write_wait"] = self._submit_copies() if self._copies else 0.0
-        stages["write_wait"] += self._io.submit("write", lambda: self._write_frame(out, core.stamp_ns, outs))
+        stages["write_wait"] += self._io.submit("write", lambda: self._write_frame(out, first.stamp_ns, outs))
         if self.exporter is not None:
             exporter, product = self.exporter, refined if refined is not None else core
             stages["write_wait"] += self._io.submit("export", lambda: exporter.export(product))
@@ -584,8 +592,10 @@ class _BagRun:
             if o is not None and o.scale_fit is not None:
                 s.fits[f"{'refined' if o.refined else 'core'}_{'valid' if o.scale_fit.valid else 'invalid'}"] += 1
         stages["read"] = self._read_ms
-        s.add_stages(core.timings_ms)
-        forward_ms = sum(v for k, v in core.timings_ms.items() if is_forward(k))
+        forward_ms = 0.0
+        if core is not None:
+            s.add_stages(core.timings_ms)
+            forward_ms += sum(v for k, v in core.timings_ms.items() if is_forward(k))
         if refined is not None:
             s.frames_refined += 1
             s.add_stages(refined.timings_ms, prefix="refined_")
@@ -596,7 +606,7 @@ class _BagRun:
         self._t_frame_end = now
         self._read_ms = 0.0
         log.debug("frame %d/%d done: stamp %d%s", self._images_done + 1, self.plan.image_count,
-                  core.stamp_ns, ", refined" if refined is not None else "")
+                  first.stamp_ns, ", refined" if refined is not None else "")
 
     # ------------------------------------------------------------------ writing (see BackgroundWriter)
     def _copy(self, conn: Any, t_ns: int, raw: Any) -> None:

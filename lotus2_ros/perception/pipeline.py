@@ -278,6 +278,14 @@ class PerceptionPipeline:
         ctx, timer = self._forward(frame, wanted, tasks)
         return Refinement(self, ctx, steps, timer).result()
 
+    def process_refined(self, frame: Frame, num_steps: int, wanted: set[str] | None = None) -> PerceptionOutput:
+        """The refined result of ``frame`` only: :meth:`process` then a whole :class:`Refinement`,
+        without decoding the per-frame prediction nor building its products (the bag tool when it
+        writes refined outputs only). The metric fit runs once, on the refined output."""
+        self.backend.check_request(self.tasks, num_steps)
+        ctx, timer = self._forward(frame, wanted, None)
+        return Refinement(self, ctx, num_steps, timer).result()
+
     # ------------------------------------------------------------------ core pass
     def process(self, frame: Frame, wanted: set[str] | None = None,
                 tasks: tuple[str, ...] | None = None) -> tuple[PerceptionOutput, _FrameContext]:

@@ -154,3 +154,17 @@ def test_the_command_line_maps_outputs_compression_and_core_onto_the_options(sma
         parser.parse_args([str(small_bag.path), "-o", "x", "--outputs", "nonsense"])
     with pytest.raises(SystemExit):
         parser.parse_args([str(small_bag.path), "-o", "x", "--with-core", "--refined-only"])
+
+
+def test_refined_only_skips_the_core_decode_and_gives_the_refined_messages_of_a_run_with_core(small_bag,
+                                                                                            tiny_engine, runs,
+                                                                                            tmp_path):
+    stats = process_bag(ProcessBagOptions(small_bag.path, tmp_path / "core", fixed_config(**BOTH), write_core=True,
+                                          compression=BagCompression("none")), tiny_engine)
+    assert "decode_depth" in stats.stage_ms and "refined_decode_depth" in stats.stage_ms
+    with_core = [m for m in canonical(read_bag(tmp_path / "core")) if "/refined/" in m[0] or
+                 not m[0].startswith(DEFAULT_OUTPUT_PREFIX)]
+    assert with_core == canonical(read_bag(runs["sqlite3", "none"]))  # fixed metric: no filter to differ
+    lean = process_bag(ProcessBagOptions(small_bag.path, tmp_path / "lean", fixed_config(**BOTH), copy_inputs=False),
+                       tiny_engine)
+    assert "decode_depth" not in lean.stage_ms and "refined_decode_depth" in lean.stage_ms
