@@ -212,7 +212,7 @@ def print_table(rows: list[dict]) -> None:
         frac = f"{100 * r['peak_fraction']:.0f} %" if r["peak_fraction"] is not None else "–"
         print(f"| {r['resolution']} | {r['case']} | {r['steps']} | {r['frame_ms']:.1f} ({r['frame_min_ms']:.1f}) "
               f"| {r['transformer_ms']:.1f} ({r['forwards']}) | {r['ms_per_forward']:.1f} | {r['vae_ms']:.1f} "
-              f"| {mem} | {r['tflops']:.2f} | {frac} |")
+              f"| {mem} | {r['tflops']:.3g} | {frac} |")
 
 
 def _resolution(text: str) -> tuple[int, int]:
