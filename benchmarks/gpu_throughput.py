@@ -90,8 +90,9 @@ def build_lotus2(size: str, device: torch.device, dtype: torch.dtype, tasks=("de
             for task in tasks:
                 rank = spec["ranks"][task]
                 for kind in ("core", "sharpener"):
-                    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(OFFICIAL_LORA_TARGETS),
-                                                       init_lora_weights=False), adapter_name=f"{task}_{kind}")
+                    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(OFFICIAL_LORA_TARGETS),
+                                        init_lora_weights=False)  # random A and B: the adapters compute
+                    transformer.add_adapter(config, adapter_name=f"{task}_{kind}")
             lcms = {task: LocalContinuityModule(vae.config.latent_channels) for task in tasks}
             tokens, t5_dim, clip_dim = spec["prompt"]
             prompt = PromptEmbeds(torch.randn(1, tokens, t5_dim), torch.randn(1, clip_dim))
@@ -126,8 +127,8 @@ def run_frame(engine, image: np.ndarray, tasks: tuple[str, ...], steps: int) -> 
         with timer("encode"):
             cond = engine.encode(x)
         latents = engine.predict(cond, tasks, timer)
-        for latents in engine.iter_refine(cond, latents, steps, timer):
-            pass
+        for step in engine.iter_refine(cond, latents, steps, timer):
+            latents = step
         for task, z in latents.items():
             with timer(f"decode_{task}"):
                 decoded = engine.decode(z)
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     weights_gib = torch.cuda.memory_allocated(device) / 2**30 if on_cuda else None
     name = torch.cuda.get_device_name(device) if on_cuda else "CPU"
     peak = peak_tflops(device, args.peak_tflops)
-    print(f"{args.family} ({size} size, random init), {name}, {str(dtype).replace('torch.', '')}, torch {torch.__version__}"
+    dtype_name = str(dtype).replace("torch.", "")
+    print(f"{args.family} ({size} size, random init), {name}, {dtype_name}, torch {torch.__version__}"
           f"{', compiled' if args.compile else ''}; transformer + adapters {params / 1e9:.2f} B parameters"
           + (f", {weights_gib:.1f} GiB resident" if weights_gib is not None else "")
           + f"; built in {build_s:.0f} s; bf16 peak {peak or '–'} TFLOP/s")

@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for size, target in TARGETS_MS.items():
         if size in totals:
-            print(f"{size[0]}x{size[1]}: {totals[size]:.2f} ms = {totals[size] / target:.2f} x the {target:.0f} ms target")
+            ratio = totals[size] / target
+            print(f"{size[0]}x{size[1]}: {totals[size]:.2f} ms = {ratio:.2f} x the {target:.0f} ms target")
     return 0
 
 

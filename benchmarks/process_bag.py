@@ -131,8 +131,8 @@ def settings_table(bag: Path, work: Path, engine, sharpen: dict, args) -> None:
                      float(np.median(writes)), float(np.min(writes)), float(np.median(stats.frame_overhead_ms)),
                      n / wall, fields["compression"].describe()))
     ref_mib, ref_ms = rows[0][1], rows[0][2]
-    print(f"\n| setting | MiB/frame | vs first | writer ms/frame, median (min) | vs first | processing thread outside "
-          f"forwards, ms/frame | frames/s | compression |")
+    print("\n| setting | MiB/frame | vs first | writer ms/frame, median (min) | vs first | processing thread outside "
+          "forwards, ms/frame | frames/s | compression |")
     print("|---|---|---|---|---|---|---|---|")
     for label, mib, ms, ms_min, overhead, fps, comp in rows:
         print(f"| {label} | {mib:.1f} | {ref_mib / mib:.2f}x smaller | {ms:.0f} ({ms_min:.0f}) | {ms / ref_ms:.2f} "

@@ -8,9 +8,12 @@ none turns off autograd — the perception pipeline's inference wrappers do):
 3. :meth:`~Lotus2Engine.core` pack 2×2 → one transformer forward with the task's core adapter
    (``timestep = 1/1000``, guidance 3.5 if the transformer embeds guidance) → unpack
 4. :meth:`~Lotus2Engine.lcm` the task's Local Continuity Module
-   (:meth:`~Lotus2Engine.predict` = 3 + 4 for each task: the per-frame prediction)
+   (:meth:`~Lotus2Engine.predict` = 3 + 4 for each task: the per-frame prediction; with several
+   tasks, 3 is **one** forward over a batch with one sample per task, each with its own adapter:
+   :meth:`~Lotus2Engine.core_tasks`)
 5. :meth:`~Lotus2Engine.iter_sharpen` N FlowMatch Euler steps with the sharpener adapter
-   (:meth:`~Lotus2Engine.iter_refine`: the refinement, one forward per step)
+   (:meth:`~Lotus2Engine.iter_refine`: the refinement, one forward per step — for all tasks
+   together, :meth:`~Lotus2Engine.iter_sharpen_tasks`, unless ``batch_tasks`` is off)
 6. :meth:`~Lotus2Engine.decode` unscale → VAE decode → ``[0,1]``
 7. :meth:`~Lotus2Engine.to_depth` / :meth:`~Lotus2Engine.to_normals` → numpy at the output size
 
@@ -31,13 +34,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..geometry.normals import planar_model_to_optical
+from ..geometry.normals import normalize_planes, planar_model_to_optical
 from .backend import DTYPES, BackendConfig, ModelBackend, ModelInfo, StageTimer
 from .latents import FlowSchedule, image_position_ids, pack_latents, text_position_ids, unpack_latents
 from .lcm import LocalContinuityModule
 from .prompt_embeds import PromptEmbeds, load_prompt_embeds
-from .resize import (decoded_to_unit, images_to_tensor, planar_model_to_optical_tensor, resize_bilinear, resize_for_model,
-                     resize_planes_bilinear)
+from .resize import (decoded_to_unit, images_to_tensor, planar_model_to_optical_tensor, resize_bilinear,
+                     resize_for_model, resize_planes_bilinear)
 from .spec import MAX_REFINE_STEPS, ModelSettings, resolve_model_request
 from .weights import TaskWeightFiles, WeightsError, activate_adapter, attach_lora, load_lcm
 
@@ -437,9 +440,15 @@ def decoded_to_optical_normals(decoded: torch.Tensor, out_hw: tuple[int, int]) -
     # The decoder's channel planes go in as they are: the arithmetic runs plane by plane on
     # contiguous memory and only the final divide writes the interleaved [B,H,W,3] result.
     if _on_host(decoded):
-        unit = resize_planes_bilinear(decoded.detach().numpy(), out_hw)  # [B,3,H,W]
-    else:
-        unit = resize_bilinear(decoded, out_hw).cpu().numpy()  # [B,3,H,W]
+        planes = decoded.detach().numpy()  # [B,3,h,w]
+        if tuple(planes.shape[-2:]) == tuple(out_hw):
+            return planar_model_to_optical(planes)  # [B,H,W,3]
+        # 1 − 2u at the processing size, then resized: bilinear is linear, so this is the same
+        # vector field within float rounding, with the full-size passes saved.
+        v = np.multiply(planes, -2.0, dtype=np.float32)
+        v += 1.0
+        return normalize_planes(resize_planes_bilinear(v, out_hw))  # [B,H,W,3]
+    unit = resize_bilinear(decoded, out_hw).cpu().numpy()  # [B,3,H,W]
     return planar_model_to_optical(unit)  # [B,H,W,3]
 
 

@@ -72,7 +72,7 @@ def download(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     parts = [t.contiguous().reshape(-1).view(torch.uint8) for t in tensors.values()]
     host = torch.cat(parts).cpu().numpy() if len(parts) > 1 else parts[0].cpu().numpy()
     out, offset = {}, 0
-    for (key, t), part in zip(tensors.items(), parts):
+    for (key, t), part in zip(tensors.items(), parts, strict=True):
         n = part.numel()
         dtype = torch.empty((), dtype=t.dtype).numpy().dtype
         out[key] = host[offset: offset + n].view(dtype).reshape(tuple(t.shape))

@@ -357,7 +357,8 @@ class PerceptionPipeline:
             with timer(f"postprocess_{task}"):
                 result = None
                 if self.products_on_device:
-                    result = (backend.to_depth_tensor if task == "depth" else backend.to_normals_tensor)(decoded, out_hw)
+                    to_tensor = backend.to_depth_tensor if task == "depth" else backend.to_normals_tensor
+                    result = to_tensor(decoded, out_hw)
                 if result is None:
                     outputs[task] = (backend.to_depth if task == "depth" else backend.to_normals)(decoded, out_hw)
                     continue

@@ -65,8 +65,11 @@ def _reference(rgb, decoded, camera):
     for size in (capped_size(h, w, 1024), processing_size(h, w, 1024)):
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    up = lambda t: t if tuple(t.shape[-2:]) == (h, w) else F.interpolate(t, size=(h, w), mode="bilinear",
-                                                                         align_corners=False)
+
+    def up(t):
+        return t if tuple(t.shape[-2:]) == (h, w) else F.interpolate(t, size=(h, w), mode="bilinear",
+                                                                     align_corners=False)
+
     disparity = up(decoded["depth"].mean(dim=1, keepdim=True))[0, 0].numpy()
     normals = planar_model_to_optical(up(decoded["normal"]).numpy())[0]
     depth_m = metric_depth_from_disparity(disparity, SCALE, SHIFT, 0.1, 80.0)
