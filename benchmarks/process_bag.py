@@ -17,10 +17,18 @@ copied. Two runs, in the same process:
 Writing runs on a writer thread that overlaps the next frame's forwards; its time is shown
 separately (``write_bg``), with a plain rosbags read + write of the input as a reference.
 
+``--settings-table`` instead compares output settings on the fixed-scale run with replayed
+forwards (every frame has metric depth and a cloud): the node's full output set, core and
+refined, uncompressed (what the tool wrote before it compressed and chose outputs), the
+defaults, and a lean selection — output MiB per frame and the writer thread's ms per frame,
+with ratios against the first row of the same run. For the figures in docs/BAGS.md::
+
+    .venv/bin/python benchmarks/process_bag.py --width 1242 --height 375 --frames 8 --settings-table
+
 Usage::
 
     .venv/bin/python benchmarks/process_bag.py [--frames 6] [--storage sqlite3|mcap] [--sharpen-steps 1]
-        [--width 640 --height 480] [--keep DIR]
+        [--width 640 --height 480] [--keep DIR] [--settings-table] [--compression-threads N]
 """
 
 from __future__ import annotations
@@ -40,49 +48,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lotus2_ros.bag import ProcessBagOptions, RunStats, is_forward, process_bag  # noqa: E402
 from lotus2_ros.bag.synthetic import write_synthetic_bag  # noqa: E402
-from lotus2_ros.bag.writer import OutputBag  # noqa: E402
+from lotus2_ros.bag.selection import ALL_OUTPUTS, OutputSelection  # noqa: E402
+from lotus2_ros.bag.writer import BagCompression, OutputBag  # noqa: E402
 from lotus2_ros.model.engine import Lotus2Engine  # noqa: E402
 from lotus2_ros.perception import PerceptionConfig  # noqa: E402
 from lotus2_ros.synthetic import LidarModel  # noqa: E402
+from replay import ReplayEngine  # noqa: E402  (benchmarks/replay.py)
 
 #: Stages of the bag tool on the processing thread (the rest is the pipeline's, shared with the node).
 BAG_STAGES = ("read", "decode", "write_wait")
-
-
-class ReplayEngine(Lotus2Engine):
-    """The engine with its network forwards replaced by the first results (per task and shape).
-
-    Everything around the forwards — preprocessing, post-processing to disparity/normals, stage
-    timers — runs as usual, so the pipeline does all its non-network work.
-    """
-
-    def __init__(self, engine: Lotus2Engine):  # noqa: D107 - shares the loaded modules
-        self.__dict__.update(engine.__dict__)
-        self._cache: dict[tuple, object] = {}
-
-    def _cached(self, key: tuple, compute):
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
-
-    def encode(self, rgb):
-        return self._cached(("encode", tuple(rgb.shape)), lambda: super(ReplayEngine, self).encode(rgb))
-
-    def core(self, latents, task):
-        return self._cached(("core", task, tuple(latents.shape)), lambda: super(ReplayEngine, self).core(latents, task))
-
-    def lcm(self, latents, task):
-        return self._cached(("lcm", task, tuple(latents.shape)), lambda: super(ReplayEngine, self).lcm(latents, task))
-
-    def decode(self, latents):
-        key = ("decode", tuple(latents.shape), float(latents.flatten()[0]))
-        return self._cached(key, lambda: super(ReplayEngine, self).decode(latents))
-
-    def iter_sharpen(self, latents, task, num_steps):
-        last = self._cached(("sharpen", task, tuple(latents.shape), num_steps),
-                            lambda: list(super(ReplayEngine, self).iter_sharpen(latents, task, num_steps))[-1])
-        for _ in range(num_steps):
-            yield last
 
 
 def copy_baseline_ms(bag: Path, out: Path, storage: str, frames: int) -> float:
@@ -127,6 +101,44 @@ def report(title: str, stats: RunStats, wall_s: float, out: Path) -> None:
         print(f"  network forwards (sum of medians): {forward:.0f} ms/frame")
 
 
+#: (label, ProcessBagOptions fields) of --settings-table; the first row is the reference.
+SETTINGS = [
+    ("every output, core + refined, clouds with normals, uncompressed (as before)",
+     dict(outputs=ALL_OUTPUTS, write_core=True, compression=BagCompression("none"))),
+    ("default: refined outputs, clouds without normals, zstd 1",
+     dict()),
+    ("default outputs, uncompressed", dict(compression=BagCompression("none"))),
+    ("lean: --outputs depth,normals, zstd 1", dict(outputs=OutputSelection.parse("depth,normals"))),
+]
+
+
+def settings_table(bag: Path, work: Path, engine, sharpen: dict, args) -> None:
+    """MiB and writer ms per frame for each of :data:`SETTINGS` (fixed scale, forwards replayed)."""
+    config = PerceptionConfig(device="cpu", dtype="fp32", metric_source="fixed", fixed_shift=0.1, **sharpen)
+    # Once untimed: the replayed forwards are computed here, not in the first row.
+    process_bag(ProcessBagOptions(bag, work / "out", config, force=True, outputs=ALL_OUTPUTS, write_core=True), engine)
+    rows = []
+    for label, fields in SETTINGS:
+        if "compression" not in fields:
+            fields = dict(fields, compression=BagCompression(threads=args.compression_threads))
+        out = work / "out"
+        t0 = time.perf_counter()
+        stats = process_bag(ProcessBagOptions(bag, out, config, force=True, **fields), engine)
+        wall = time.perf_counter() - t0
+        n = stats.frames_processed
+        writes = stats.stage_ms.get("write_bg", [])
+        rows.append((label, sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20 / n,
+                     float(np.median(writes)), float(np.min(writes)), float(np.median(stats.frame_overhead_ms)),
+                     n / wall, fields["compression"].describe()))
+    ref_mib, ref_ms = rows[0][1], rows[0][2]
+    print("\n| setting | MiB/frame | vs first | writer ms/frame, median (min) | vs first | processing thread outside "
+          "forwards, ms/frame | frames/s | compression |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, mib, ms, ms_min, overhead, fps, comp in rows:
+        print(f"| {label} | {mib:.1f} | {ref_mib / mib:.2f}x smaller | {ms:.0f} ({ms_min:.0f}) | {ms / ref_ms:.2f} "
+              f"| {overhead:.0f} | {fps:.2f} | {comp} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=6)
@@ -136,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sharpen-steps", type=int, default=1)
     p.add_argument("--skip-model-run", action="store_true", help="only the runs with replayed forwards")
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    p.add_argument("--settings-table", action="store_true",
+                   help="compare output settings (size and writer time per frame) instead of the usual runs")
+    p.add_argument("--compression-threads", type=int, default=0, help="zstd threads (default: the machine's cores)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
@@ -159,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                                                  weights=work / "tiny" / "weights", tasks=("depth", "normal")))
         print(f"{args.frames} frames {args.width}x{args.height} + 32-beam LiDAR, {args.storage}, "
               f"{size_mib / args.frames:.1f} MiB/frame in; CPU, {torch.get_num_threads()} torch threads; "
-              f"sharpener {args.sharpen_steps} step(s) on every frame, depth + normals, core + refined outputs")
+              f"sharpener {args.sharpen_steps} step(s) on every frame, depth + normals")
         sharpen = {"sharpen_enabled": args.sharpen_steps > 0, "sharpen_steps": max(1, args.sharpen_steps)}
+        if args.settings_table:
+            settings_table(bag, work, ReplayEngine(engine), sharpen, args)
+            return 0
         runs = [("forwards replayed, LiDAR fit", ReplayEngine(engine), "lidar"),
                 ("forwards replayed, fixed scale (metric depth + point clouds on every frame)",
                  ReplayEngine(engine), "fixed")]

@@ -33,11 +33,15 @@ from lotus2_ros.bag.reader import BagTopics, InputBag, cdr_header_stamp_ns
 from lotus2_ros.bag.shard import Shard, assign_bags, device_for, shard_from_env
 from lotus2_ros.bag.stats import RunStats, is_forward
 from lotus2_ros.bag.tf import TfTree, extrinsic_lookup
-from lotus2_ros.bag.writer import OutputBag, merge_bags
+from lotus2_ros.bag.selection import ALL_OUTPUTS, DEFAULT_SELECTION, OutputSelection
+from lotus2_ros.bag.writer import BagCompression, OutputBag, merge_bags
 
 __all__ = [
+    "ALL_OUTPUTS",
     "DEFAULT_OUTPUT_PREFIX",
+    "DEFAULT_SELECTION",
     "PARTIAL_SUFFIX",
+    "BagCompression",
     "BagError",
     "BagIndex",
     "BagPlan",
@@ -49,6 +53,7 @@ __all__ = [
     "Interrupted",
     "OutputBag",
     "OutputExistsError",
+    "OutputSelection",
     "PartialRun",
     "ProcessBagOptions",
     "ResumeError",

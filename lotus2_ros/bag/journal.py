@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputExistsError, ResumeError
-from .writer import merge_bags
+from .writer import NO_COMPRESSION, BagCompression, merge_bags
 
 log = logging.getLogger("lotus2.process_bag")
 
@@ -186,7 +186,7 @@ class PartialRun:
         _atomic_write(self.journal_path, json.dumps(doc, indent=1, sort_keys=True).encode("utf-8"))
 
     # ------------------------------------------------------------------ finish
-    def finalize(self, storage: str, typestore: Any) -> None:
+    def finalize(self, storage: str, typestore: Any, compression: BagCompression = NO_COMPRESSION) -> None:
         """Move the finished bag to the output path (merging segments first) and remove the partial folder."""
         assert self.journal is not None and self.journal.checkpoints and self.journal.checkpoints[-1].complete
         segments = [self.path / c.segment / self.output.name for c in self.journal.checkpoints]
@@ -197,7 +197,7 @@ class PartialRun:
             if final.parent.exists():
                 shutil.rmtree(final.parent)
             final.parent.mkdir()
-            n = merge_bags(segments, final, storage, typestore)
+            n = merge_bags(segments, final, storage, typestore, compression)
             log.info("merged %d segments (%d messages) into one bag", len(segments), n)
         if self.output.exists():  # --force: the old output goes only once the new one is complete
             old = self.path / "replaced"

@@ -48,7 +48,8 @@ from .journal import Checkpoint, PartialRun, partial_path
 from .reader import CAMERA_INFO_TYPE, BagTopics, InputBag, cdr_header_stamp_ns
 from .stats import RunStats, is_forward
 from .tf import extrinsic_lookup
-from .writer import STORAGES, BackgroundWriter, OutputBag
+from .selection import DEFAULT_SELECTION, OutputSelection
+from .writer import STORAGES, BackgroundWriter, BagCompression, OutputBag
 
 log = logging.getLogger("lotus2.process_bag")
 
@@ -76,8 +77,13 @@ class ProcessBagOptions:
         reference_topic: LiDAR (or depth-reference) topic; giving one while ``metric_source``
             is ``none`` selects ``lidar``.
         sharpen_every: Sharpen every n-th processed frame (1: all, the default; 0: none).
-        write_core: Also write the core (unsharpened) outputs of sharpened frames. Frames that
-            are not sharpened always get their core outputs.
+        write_core: Also write the core (unsharpened) outputs of sharpened frames (default: a
+            sharpened frame gets its refined outputs only). Frames that are not sharpened always
+            get their core outputs.
+        outputs: Which outputs to write (:class:`~lotus2_ros.bag.selection.OutputSelection` or its
+            ``--outputs`` text; default: every topic, clouds without normals).
+        compression: Output compression (:class:`~lotus2_ros.bag.writer.BagCompression`;
+            default zstd level 1: mcap chunk / sqlite3 message compression, lossless).
         storage: ``sqlite3`` or ``mcap``; None: as the input.
         copy_inputs: Copy every input topic into the output bag.
         output_prefix: Namespace of the output topics (the node's ``/<ns>/<node name>/``).
@@ -94,7 +100,9 @@ class ProcessBagOptions:
     camera_info_topic: str | None = None
     reference_topic: str | None = None
     sharpen_every: int = 1
-    write_core: bool = True
+    write_core: bool = False
+    outputs: OutputSelection = DEFAULT_SELECTION
+    compression: BagCompression = BagCompression()
     storage: str | None = None
     copy_inputs: bool = True
     output_prefix: str = DEFAULT_OUTPUT_PREFIX
@@ -112,6 +120,8 @@ class ProcessBagOptions:
             raise ValueError(f"storage must be one of {STORAGES} or None, got {self.storage!r}")
         if self.sharpen_every < 0:
             raise ValueError(f"sharpen_every must be >= 0, got {self.sharpen_every}")
+        if isinstance(self.outputs, str):
+            object.__setattr__(self, "outputs", OutputSelection.parse(self.outputs))
         prefix = "/" + self.output_prefix.strip("/")
         object.__setattr__(self, "output_prefix", "/" if prefix == "/" else prefix + "/")
 
@@ -220,6 +230,8 @@ def plan_bag_run(options: ProcessBagOptions, model: ModelSettings | None = None)
     output_topics = planned_output_topics(config, tasks, depth_output=model.depth_output, refinement=model.refinement,
                                           core=opt.write_core or not refined or opt.sharpen_every > 1,
                                           refined=refined, camera_info=topics.camera_info is not None)
+    chosen = opt.outputs.topics
+    output_topics = [t for t in output_topics if t.removeprefix(REFINED_PREFIX) in chosen]
     if opt.copy_inputs:
         clash = sorted({opt.output_prefix + t for t in output_topics} & set(input_topics))
         if clash:
@@ -231,7 +243,9 @@ def plan_bag_run(options: ProcessBagOptions, model: ModelSettings | None = None)
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in _RESOURCE_FIELDS},
         "topics": dataclasses.asdict(topics), "storage": storage, "copy_inputs": opt.copy_inputs,
         "output_prefix": opt.output_prefix, "sharpen_steps": steps, "sharpen_every": opt.sharpen_every,
-        "write_core": opt.write_core, "output_topics": output_topics,
+        "write_core": opt.write_core, "output_topics": output_topics, "outputs": list(opt.outputs.names),
+        # The threads do not change the bytes a reader gets back; format and level change the files.
+        "compression": [opt.compression.format, opt.compression.level],
         "export_dir": str(opt.export_dir.resolve()) if opt.export_dir else None,
     }
     return BagPlan(opt, config, topics, storage, steps, output_topics, image_count, settings)
@@ -295,6 +309,8 @@ class _BagRun:
         self.fitter = MetricFitter(self.config) if self.config.metric_source in _REFERENCE_SOURCES else None
         self.pipeline = PerceptionPipeline(self.config, engine, metric=self.fitter)
         self.wanted = {t.removeprefix(REFINED_PREFIX) for t in plan.output_topics}
+        # Products nobody writes are not built (the exporter writes every product it gets).
+        self._products = None if plan.options.export_dir else frozenset(self.wanted)
         # Progress of this attempt (see Checkpoint).
         self._read_index = 0
         self._image_index = 0
@@ -341,7 +357,7 @@ class _BagRun:
             self._restore(state)
         self.stats.attempts += 1
         if checkpoint is not None and checkpoint.complete:  # finished earlier, only the rename was missing
-            partial.finalize(plan.storage, self.types.typestore)
+            partial.finalize(plan.storage, self.types.typestore, opt.compression)
             return
         if checkpoint is not None:
             log.info("resuming %s: %d of %d images done", opt.output_bag, checkpoint.images_done, plan.image_count)
@@ -359,7 +375,7 @@ class _BagRun:
             self.assembler = FrameAssembler(self.config, assembler_extrinsic)
             self.exporter = FrameExporter(opt.export_dir) if opt.export_dir else None
             seg_name, seg_path = partial.next_segment()
-            out = OutputBag(seg_path, plan.storage, self.types.typestore)
+            out = OutputBag(seg_path, plan.storage, self.types.typestore, compression=opt.compression)
             self._io = BackgroundWriter()
             try:
                 connections, typestore = bag.connections, bag.typestore
@@ -381,7 +397,7 @@ class _BagRun:
             self._close_progress()
             self.stats.wall_s += time.perf_counter() - t0
             partial.commit(Checkpoint(seg_name, self._read_index, self._images_done, complete=True), self._state())
-        partial.finalize(plan.storage, self.types.typestore)
+        partial.finalize(plan.storage, self.types.typestore, opt.compression)
 
     def _stop_attempt(self, partial: PartialRun, out: OutputBag, seg_name: str) -> None:
         """Close the segment and commit a checkpoint if nothing was half-written; else drop the segment."""
@@ -545,18 +561,26 @@ class _BagRun:
             self.stats.reference_missing["no reference within metric_max_offset_ms"] += 1
         stages["decode"] = (time.perf_counter() - t0) * 1e3
 
-        # The node's code path: core pass, then (offline: every frame) the detail sharpener.
-        core, ctx = self.pipeline.process(frame)
+        # The node's code path: core pass, then (offline: every frame) the detail sharpener. When
+        # only the refined outputs are written, the core prediction is not decoded at all.
+        core: PerceptionOutput | None = None
         refined: PerceptionOutput | None = None
         if self.plan.sharpening and self.stats.frames_processed % self.opt.sharpen_every == 0:
-            refined = self.pipeline.start_refinement(ctx, self.plan.sharpen_steps).result()
+            if self.opt.write_core:
+                core, ctx = self.pipeline.process(frame, self._products)
+                refined = self.pipeline.start_refinement(ctx, self.plan.sharpen_steps).result()
+            else:
+                refined = self.pipeline.process_refined(frame, self.plan.sharpen_steps, self._products)
+        else:
+            core, _ = self.pipeline.process(frame, self._products)
+        first = core if core is not None else refined
 
         # Message building, serialising, writing and exporting run on the writer thread, overlapping
         # the next frame (the outputs are not modified after the pipeline returns them).
-        outs = ([core] if refined is None or self.opt.write_core else []) + ([refined] if refined is not None else [])
+        outs = [o for o in (core, refined) if o is not None]
         self._dirty = True
         stages["write_wait"] = self._submit_copies() if self._copies else 0.0
-        stages["write_wait"] += self._io.submit("write", lambda: self._write_frame(out, core.stamp_ns, outs))
+        stages["write_wait"] += self._io.submit("write", lambda: self._write_frame(out, first.stamp_ns, outs))
         if self.exporter is not None:
             exporter, product = self.exporter, refined if refined is not None else core
             stages["write_wait"] += self._io.submit("export", lambda: exporter.export(product))
@@ -568,8 +592,10 @@ class _BagRun:
             if o is not None and o.scale_fit is not None:
                 s.fits[f"{'refined' if o.refined else 'core'}_{'valid' if o.scale_fit.valid else 'invalid'}"] += 1
         stages["read"] = self._read_ms
-        s.add_stages(core.timings_ms)
-        forward_ms = sum(v for k, v in core.timings_ms.items() if is_forward(k))
+        forward_ms = 0.0
+        if core is not None:
+            s.add_stages(core.timings_ms)
+            forward_ms += sum(v for k, v in core.timings_ms.items() if is_forward(k))
         if refined is not None:
             s.frames_refined += 1
             s.add_stages(refined.timings_ms, prefix="refined_")
@@ -580,7 +606,7 @@ class _BagRun:
         self._t_frame_end = now
         self._read_ms = 0.0
         log.debug("frame %d/%d done: stamp %d%s", self._images_done + 1, self.plan.image_count,
-                  core.stamp_ns, ", refined" if refined is not None else "")
+                  first.stamp_ns, ", refined" if refined is not None else "")
 
     # ------------------------------------------------------------------ writing (see BackgroundWriter)
     def _copy(self, conn: Any, t_ns: int, raw: Any) -> None:
@@ -607,7 +633,8 @@ class _BagRun:
         """Writer thread: the node's messages of one frame, serialised and written."""
         msgs: dict[str, Any] = {}
         for o in outputs:
-            msgs.update(output_messages(self.types, o, self.wanted))
+            msgs.update(output_messages(self.types, o, self.wanted,
+                                        cloud_normals=self.opt.outputs.cloud_normals))
         self._messages_written += len(msgs)
         for rel, m in msgs.items():
             conn = self._out_conns.get(rel)

@@ -4,10 +4,21 @@ Every connection carries its message definition and RIHS01 hash in the bag (the 
 come from the typestore of :func:`~lotus2_ros.io.msg_types.rosbags_types`, which registers
 ``lotus2_ros/msg/ScaleFit`` from ``msg/``), so ``ros2 bag play`` and other readers need nothing
 else. Bags are written in rosbag2 format version 8, which Humble, Jazzy and Kilted read.
+
+Compression (:class:`BagCompression`, zstd by default) is lossless and what rosbag2 reads
+natively: in mcap, zstd **chunk** compression (the mcap storage plugin decompresses it); in
+sqlite3, rosbag2's **message** compression mode (each message zstd-compressed, declared in
+``metadata.yaml``; read through rosbag2's compression plugin, ``rosbag2_compression_zstd``, part
+of every rosbag2 install). zstd runs on several cores (its own worker threads, which also
+overlap with the writer thread's other work), so compressing does not make the writer the slow
+part of a run.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +37,83 @@ BLOB_WRITE_MIN_BYTES = 64 * 1024
 #: inserted as zeros and then overwritten (see :meth:`OutputBag.write_parts`): with its pages
 #: still in the cache the second pass does not read them back from the file.
 SQLITE_CACHE_KIB = 64 * 1024
+
+
+COMPRESSIONS = ("zstd", "none")
+
+
+def default_compression_threads() -> int:
+    """zstd worker threads by default: the machine's cores, up to 8 (more stop paying off)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class BagCompression:
+    """How the output bag is compressed (losslessly).
+
+    Attributes:
+        format: ``"zstd"`` or ``"none"``.
+        level: zstd level (1 fast .. 19 small; negative: faster still). 1 by default: the
+            outputs are mostly float images, where higher levels buy little and cost much time.
+        threads: zstd worker threads (1: compress on the writer thread itself). Does not change
+            the bytes a reader gets back.
+    """
+
+    format: str = "zstd"
+    level: int = 1
+    threads: int = 0  # 0: default_compression_threads()
+
+    def __post_init__(self):
+        if self.format not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {self.format!r}")
+        if not -7 <= self.level <= 22:
+            raise ValueError(f"compression level must be in -7..22, got {self.level}")
+        if self.threads < 0:
+            raise ValueError(f"compression threads must be >= 0 (0: default), got {self.threads}")
+        if self.threads == 0:
+            object.__setattr__(self, "threads", default_compression_threads())
+
+    @property
+    def enabled(self) -> bool:
+        return self.format != "none"
+
+    def describe(self) -> str:
+        return "none" if not self.enabled else f"{self.format} level {self.level}, {self.threads} thread(s)"
+
+
+NO_COMPRESSION = BagCompression("none")
+
+
+def _zstd_module() -> Any:
+    if sys.version_info >= (3, 14):
+        from compression import zstd
+    else:  # rosbags' own dependency on older Pythons
+        from backports import zstd
+    return zstd
+
+
+class _Compressor:
+    """A reusable zstd compressor (one frame per call) with :class:`BagCompression`'s level and threads."""
+
+    #: zstd's multi-threaded jobs: small enough that a camera-size message spreads over the threads.
+    JOB_SIZE = 1 << 20
+
+    def __init__(self, compression: BagCompression):
+        zstd = self._zstd = _zstd_module()
+        options = {zstd.CompressionParameter.compression_level: compression.level}
+        if compression.threads > 1:
+            options[zstd.CompressionParameter.nb_workers] = compression.threads
+            options[zstd.CompressionParameter.job_size] = self.JOB_SIZE
+        self._cctx = zstd.ZstdCompressor(options=options)
+
+    def __call__(self, parts: list[Any] | bytes) -> bytes:
+        """One zstd frame of the concatenation of ``parts`` (buffers), without joining them first."""
+        cctx, zstd = self._cctx, self._zstd
+        if not isinstance(parts, list):
+            return cctx.compress(parts, mode=zstd.ZstdCompressor.FLUSH_FRAME)
+        out = [cctx.compress(p, mode=zstd.ZstdCompressor.CONTINUE) for p in parts]
+        out.append(cctx.flush(mode=zstd.ZstdCompressor.FLUSH_FRAME))
+        return b"".join(out)
 
 
 def _plugin(storage: str) -> Any:
@@ -48,7 +136,8 @@ def node_qos() -> list[Any]:
 class OutputBag:
     """A rosbag2 bag being written. Context manager: closes (complete) on success, aborts on error."""
 
-    def __init__(self, path: Path, storage: str, typestore: Any, *, tuned: bool = True):
+    def __init__(self, path: Path, storage: str, typestore: Any, *, tuned: bool = True,
+                 compression: BagCompression = NO_COMPRESSION):
         """Args:
             path: Bag folder to create (must not exist).
             storage: ``"sqlite3"`` or ``"mcap"``.
@@ -57,13 +146,21 @@ class OutputBag:
             tuned: sqlite3 with :data:`SQLITE_PAGE_SIZE` pages, a larger cache and direct blob
                 writes (the same rows, faster); False: SQLite's defaults and rosbags' writes only,
                 as ``ros2 bag record`` lays out a file (the synthetic input bags).
+            compression: zstd chunk (mcap) or message (sqlite3) compression, or none.
         """
-        from rosbags.rosbag2 import Writer
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, Writer
 
         self.path = Path(path)
         self.storage = storage
         self.typestore = typestore
+        self.compression = compression
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=_plugin(storage))
+        # sqlite3: messages are compressed here (the level and threads chosen, pieces without a
+        # join) and stored past rosbags' Writer.write, which would compress them once more.
+        self._compress: _Compressor | None = None
+        if compression.enabled:
+            mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
+            self._writer.set_compression(mode, CompressionFormat.ZSTD)
         self._by_key: dict[tuple[str, str], Any] = {}
         self._open = False
         self._tuned = tuned
@@ -84,6 +181,16 @@ class OutputBag:
         self._open = True
         if self.storage == "sqlite3" and self._tuned:
             self._sqlite = _sqlite_fast_path(self._writer)
+        if self.compression.enabled:
+            compressor = _Compressor(self.compression)
+            if self.storage == "mcap":
+                storage = self._writer.storage
+                if getattr(storage, "compression", None) != "zstd" or not hasattr(storage, "compressor"):
+                    raise BagError("this rosbags version does not compress mcap chunks as expected; "
+                                   "use --compression none")
+                storage.compressor = compressor  # every chunk: zstd at our level, on our threads
+            else:
+                self._compress = compressor
 
     def close(self) -> None:
         """Finish the storage and write ``metadata.yaml`` (the bag is complete)."""
@@ -133,7 +240,7 @@ class OutputBag:
         return self._by_key[key]
 
     def write(self, connection: Any, timestamp_ns: int, raw: bytes | memoryview) -> None:
-        if self._sqlite is not None and len(raw) >= BLOB_WRITE_MIN_BYTES:
+        if self._compress is not None or (self._sqlite is not None and len(raw) >= BLOB_WRITE_MIN_BYTES):
             self.write_parts(connection, timestamp_ns, [raw])
         else:
             self._writer.write(connection, int(timestamp_ns), raw)
@@ -143,28 +250,53 @@ class OutputBag:
 
         In sqlite3 a large message is inserted as a zero-filled blob of its size, which the pieces
         are then copied into (``Connection.blobopen``): no contiguous copy of the message is made.
-        The bag's rows, counts and metadata are exactly those of ``rosbags``' ``Writer.write``.
+        With message compression the pieces are compressed into one zstd frame (again without
+        joining them) and stored the same way. The bag's rows, counts and metadata are exactly
+        those of ``rosbags``' ``Writer.write`` (with its compression, at this level).
+        The returned size is the message's, uncompressed.
         """
         views = [memoryview(p).cast("B") for p in parts]
         size = sum(v.nbytes for v in views)
         timestamp_ns = int(timestamp_ns)
-        if self._sqlite is None or size < BLOB_WRITE_MIN_BYTES:
-            self._writer.write(connection, timestamp_ns, views[0] if len(views) == 1 else b"".join(views))
-            return size
         w = self._writer
+        if self._compress is not None:  # sqlite3 message compression: compress, then store as it is
+            if connection not in w.connections:  # as Writer.write
+                from rosbags.rosbag2 import WriterError
+
+                raise WriterError(f"Tried to write to unknown connection {connection!r}.")
+            data = self._compress(views)
+            if self._sqlite is not None and len(data) >= BLOB_WRITE_MIN_BYTES:
+                self._insert_blob(connection, timestamp_ns, [data])
+            else:
+                w.storage.write(connection, timestamp_ns, data)
+                self._count(connection, timestamp_ns)
+            return size
+        if self._sqlite is None or size < BLOB_WRITE_MIN_BYTES:
+            w.write(connection, timestamp_ns, views[0] if len(views) == 1 else b"".join(views))
+            return size
         if connection not in w.connections:  # as Writer.write
             from rosbags.rosbag2 import WriterError
 
             raise WriterError(f"Tried to write to unknown connection {connection!r}.")
+        self._insert_blob(connection, timestamp_ns, views)
+        return size
+
+    def _insert_blob(self, connection: Any, timestamp_ns: int, views: list[Any]) -> None:
+        """The row ``Writer.write`` would insert, with the data copied in piece by piece."""
+        size = sum(memoryview(v).nbytes for v in views)
         cursor = self._sqlite.execute("INSERT INTO messages (topic_id, timestamp, data) VALUES(?, ?, zeroblob(?))",
                                       (connection.id, timestamp_ns, size))
         with self._sqlite.blobopen("messages", "data", cursor.lastrowid) as blob:
             for v in views:
                 blob.write(v)
+        self._count(connection, timestamp_ns)
+
+    def _count(self, connection: Any, timestamp_ns: int) -> None:
+        """The bookkeeping of ``Writer.write`` (message counts and time range for metadata.yaml)."""
+        w = self._writer
         w.counts[connection.id] += 1
         w.min_timestamp = min(timestamp_ns, w.min_timestamp)
         w.max_timestamp = max(timestamp_ns, w.max_timestamp)
-        return size
 
     def write_message(self, connection: Any, timestamp_ns: int, msg: Any) -> int:
         """Serialise ``msg`` (CDR) and write it; returns the byte count.
@@ -195,13 +327,15 @@ def _sqlite_fast_path(writer: Any) -> Any:
     conn.execute("VACUUM")
     conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     usable = (hasattr(conn, "blobopen") and getattr(writer, "compression_mode", None) is not None
-              and writer.compression_mode.name == "NONE" and isinstance(getattr(writer, "counts", None), dict)
+              and writer.compression_mode.name in ("NONE", "MESSAGE")
+              and isinstance(getattr(writer, "counts", None), dict)
               and isinstance(getattr(writer, "min_timestamp", None), int)
               and isinstance(getattr(writer, "max_timestamp", None), int))
     return conn if usable else None
 
 
-def merge_bags(sources: list[Path], dest: Path, storage: str, typestore: Any) -> int:
+def merge_bags(sources: list[Path], dest: Path, storage: str, typestore: Any,
+               compression: BagCompression = NO_COMPRESSION) -> int:
     """Copy the messages of ``sources`` (in order) into one new bag ``dest``; returns the count.
 
     Connections are created in the order of their first appearance in the sources, so parts
@@ -210,7 +344,7 @@ def merge_bags(sources: list[Path], dest: Path, storage: str, typestore: Any) ->
     from rosbags.rosbag2 import Reader
 
     count = 0
-    with OutputBag(dest, storage, typestore) as out:
+    with OutputBag(dest, storage, typestore, compression=compression) as out:
         for src in sources:
             try:
                 with Reader(src) as reader:

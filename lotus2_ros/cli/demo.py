@@ -143,11 +143,20 @@ def report(pipeline, per_stage: dict[str, list[float]], totals: list[float], arg
         f"  preprocess                {med.get('preprocess', 0):9.1f} ms",
         f"  encode (VAE, shared)      {med.get('encode', 0):9.1f} ms",
     ]
-    for task in pipeline.tasks:
+    batched = "+".join(pipeline.tasks)
+    if f"core_{batched}" in med and len(pipeline.tasks) > 1:  # one transformer forward for all tasks
         lines += [
-            f"  core {task:<7}              {med[f'core_{task}']:9.1f} ms",
+            f"  core {batched} (one forward) {med[f'core_{batched}']:9.1f} ms",
+            f"  sharpen {batched} per step {med.get(f'sharpen_{batched}', 0) / steps if steps else 0:9.1f} ms",
+        ]
+    for task in pipeline.tasks:
+        if f"core_{task}" in med:
+            lines += [
+                f"  core {task:<7}              {med[f'core_{task}']:9.1f} ms",
+                f"  sharpen {task:<7} per step  {med.get(f'sharpen_{task}', 0) / steps if steps else 0:9.1f} ms",
+            ]
+        lines += [
             f"  LCM {task:<7}               {med[f'lcm_{task}']:9.1f} ms",
-            f"  sharpen {task:<7} per step  {med[f'sharpen_{task}'] / steps if steps else 0:9.1f} ms",
             f"  decode {task:<7}            {med.get(f'decode_{task}', 0):9.1f} ms",
             f"  post-process {task:<7}      {med[f'postprocess_{task}']:9.1f} ms",
         ]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bag.errors import BagError, Interrupted
-from ..bag.writer import STORAGES
+from ..bag.writer import COMPRESSIONS, STORAGES
 from ..perception.config import ConfigError, PerceptionConfig
 from .common import add_model_arguments, model_overrides
 
@@ -69,8 +69,22 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                                 "RGB-D or stereo) as the metric reference (sets metric_source depth_image)")
     p.add_argument("--sharpen-every", type=_non_negative, default=1, metavar="K",
                    help="sharpen every K-th frame only (default 1: all; 0: none)")
-    p.add_argument("--refined-only", action="store_true",
-                   help="write only the sharpened outputs of sharpened frames (default: core ones too)")
+    p.add_argument("--outputs", type=_outputs, default=None, metavar="LIST",
+                   help="outputs to write, comma-separated: disparity, depth, normals, points, point_normals "
+                        "(clouds with normals), colorized, depth_colorized, normals_colorized, scale_fit; "
+                        "'default' (all of them, clouds without normals) or 'all' (as the node publishes)")
+    core = p.add_mutually_exclusive_group()
+    core.add_argument("--with-core", action="store_true",
+                      help="also write the core (unsharpened) outputs of sharpened frames (default: refined only)")
+    core.add_argument("--refined-only", action="store_true",
+                      help="only the sharpened outputs of sharpened frames (the default; kept for old scripts)")
+    p.add_argument("--compression", choices=COMPRESSIONS, default="zstd",
+                   help="lossless output compression: zstd chunks (mcap) / zstd messages (sqlite3), as rosbag2 "
+                        "reads them (default zstd)")
+    p.add_argument("--compression-level", type=int, default=1, metavar="N",
+                   help="zstd level (default 1; higher is smaller and slower; negative faster)")
+    p.add_argument("--compression-threads", type=_non_negative, default=0, metavar="N",
+                   help="zstd threads (default 0: the machine's cores, up to 8)")
     p.add_argument("--storage", choices=STORAGES, help="output storage (default: as the input)")
     p.add_argument("--no-copy-inputs", action="store_true", help="write only the outputs, not the input topics")
     p.add_argument("--output-prefix", default=None, metavar="NS",
@@ -78,6 +92,15 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output (once the new one is complete)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _outputs(text: str):
+    from ..bag.selection import OutputSelection
+
+    try:
+        return OutputSelection.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _non_negative(text: str) -> int:
@@ -106,11 +129,15 @@ def build_config(args: argparse.Namespace, device: str | None = None) -> Percept
 def options_for(args: argparse.Namespace, config: PerceptionConfig, input_bag: Path, output_bag: Path,
                 export_dir: Path | None):
     from ..bag.processor import DEFAULT_OUTPUT_PREFIX, ProcessBagOptions
+    from ..bag.selection import DEFAULT_SELECTION
+    from ..bag.writer import BagCompression
 
     return ProcessBagOptions(
         input_bag=input_bag, output_bag=output_bag, config=config, image_topic=args.image_topic,
         camera_info_topic=args.camera_info_topic, reference_topic=args.lidar_topic or args.depth_ref_topic,
-        sharpen_every=args.sharpen_every, write_core=not args.refined_only, storage=args.storage,
+        sharpen_every=args.sharpen_every, write_core=args.with_core, storage=args.storage,
+        outputs=args.outputs or DEFAULT_SELECTION,
+        compression=BagCompression(args.compression, args.compression_level, args.compression_threads),
         copy_inputs=not args.no_copy_inputs, output_prefix=args.output_prefix or DEFAULT_OUTPUT_PREFIX,
         export_dir=export_dir, force=args.force, resume=args.resume,
         progress=not args.no_progress and sys.stderr.isatty())

@@ -8,6 +8,7 @@ a wall facing the camera is ``(0, 0, −1)`` and a floor seen by a level camera 
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 #: Vectors shorter than this are treated as undefined (NaN) when normalising.
@@ -81,12 +82,42 @@ def planar_model_to_optical(unit_planes: np.ndarray) -> np.ndarray:
     if u.ndim < 3 or u.shape[-3] != 3:
         raise ValueError(f"unit_planes must have shape [..., 3, H, W], got {u.shape}")
     # 1 − 2u on whole contiguous planes, in place after the first pass (2u is exact, so −2u + 1
-    # rounds as 1 − 2u does); only the final divide writes the interleaved [..., H, W, 3] layout.
+    # rounds as 1 − 2u does).
     v = np.multiply(u, -2.0, dtype=np.float32)  # [..., 3, H, W], a fresh C-contiguous array
     v += 1.0
-    out = np.empty((*u.shape[:-3], *u.shape[-2:], 3), dtype=np.float32)  # [..., H, W, 3]
-    _normalize_components((v[..., 0, :, :], v[..., 1, :, :], v[..., 2, :, :]),
-                          (out[..., 0], out[..., 1], out[..., 2]))
+    return normalize_planes(v)
+
+
+def normalize_planes(planes: np.ndarray) -> np.ndarray:
+    """:func:`normalize` for channel-planar vectors: ``[..., 3, H, W]`` → ``[..., H, W, 3]`` unit vectors.
+
+    Bit-identical to ``normalize(np.moveaxis(planes, -3, -1))`` (NaN where the length is below
+    ``MIN_NORM`` or not finite). Every pass runs on contiguous planes; one ``cv2.merge`` per image
+    interleaves the result.
+    """
+    v = np.ascontiguousarray(planes, dtype=np.float32)
+    if v.ndim < 3 or v.shape[-3] != 3:
+        raise ValueError(f"planes must have shape [..., 3, H, W], got {v.shape}")
+    x, y, z = v[..., 0, :, :], v[..., 1, :, :], v[..., 2, :, :]
+    sq = x * x  # the operations of _normalize_components, in its order
+    tmp = y * y
+    sq += tmp
+    np.multiply(z, z, out=tmp)
+    sq += tmp
+    norm = np.sqrt(sq, out=sq)  # [..., H, W]
+    all_valid = norm.size == 0 or bool(norm.min() >= MIN_NORM) and bool(norm.max() < np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = np.divide(v, norm[..., None, :, :])  # [..., 3, H, W], contiguous
+    if not all_valid:
+        bad = ~((norm >= MIN_NORM) & (norm < np.inf))  # NaN compares False
+        unit[np.broadcast_to(bad[..., None, :, :], unit.shape)] = np.nan
+    lead = v.shape[:-3]
+    out = np.empty((*lead, *v.shape[-2:], 3), dtype=np.float32)  # [..., H, W, 3]
+    if out.size:
+        flat_unit = unit.reshape(-1, *unit.shape[-3:])
+        flat_out = out.reshape(-1, *out.shape[-3:])
+        for i in range(flat_unit.shape[0]):
+            cv2.merge([flat_unit[i, 0], flat_unit[i, 1], flat_unit[i, 2]], dst=flat_out[i])
     return out
 
 

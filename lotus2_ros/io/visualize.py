@@ -61,6 +61,11 @@ def _colormap_index(values: np.ndarray, lo: float, scale: float) -> np.ndarray:
     return idx
 
 
+def turbo_rgb_table() -> np.ndarray:
+    """The colour map of :func:`colorize_disparity`: ``[256,3]`` uint8 RGB, index = colour-map position."""
+    return _turbo_rgb_lut()[:, 0, :].copy()
+
+
 @lru_cache(maxsize=1)
 def _turbo_rgb_lut() -> np.ndarray:
     """OpenCV's Turbo colour map as a ``[256,1,3]`` uint8 RGB table (taken from applyColorMap itself)."""

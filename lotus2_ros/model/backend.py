@@ -7,9 +7,10 @@ pipeline (``lotus2_ros.perception.pipeline``) chains them. The stages a frame go
     encode      → the conditioning latent shared by every task
     predict     the per-frame prediction: {task: latent}  (Lotus-2: core predictor + LCM; Lotus-1:
                 one U-Net step)
-    iter_refine the lower-rate refinement, one network forward per item, so a scheduler can
-                interleave it with new frames (Lotus-2: the detail sharpener; Lotus-G: a seed
-                ensemble whose members the pipeline reduces to a mean and an uncertainty)
+    iter_refine the lower-rate refinement, one network forward per item
+                (:meth:`~ModelBackend.refine_forwards` items), so a scheduler can interleave it
+                with new frames (Lotus-2: the detail sharpener; Lotus-G: a seed ensemble whose
+                members the pipeline reduces to a mean and an uncertainty)
     decode      latent → [B,3,h,w] in [0,1]
     to_depth / to_normals   → numpy at the output size
 
@@ -59,6 +60,10 @@ class BackendConfig:
             Lotus-G: allow the seed ensemble).
         guidance_scale: Lotus-2: the guidance value fed to guidance-distilled transformers.
         seed: Lotus-G: the seed of the per-frame noise (the ensemble uses seed+1, seed+2, …).
+        batch_tasks: Lotus-2: with several tasks, run each core / sharpener step as **one**
+            transformer forward over a batch with one sample per task, each with its own adapter
+            (the base weights are read once; numerically the separate forwards within float
+            rounding); False: one forward per task (less activation memory).
     """
 
     weights: Path
@@ -73,6 +78,7 @@ class BackendConfig:
     load_refiner: bool = True
     guidance_scale: float = 3.5
     seed: int = 0
+    batch_tasks: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "weights", Path(self.weights).expanduser())
@@ -171,10 +177,6 @@ class ModelBackend(ABC):
         Zero steps yields nothing.
         """
 
-    def refine_forwards(self, num_steps: int, tasks: tuple[str, ...]) -> int:
-        """How many items :meth:`iter_refine` yields for ``num_steps`` over ``tasks`` (network forwards)."""
-        return num_steps * len(tasks)
-
     @abstractmethod
     def decode(self, latents: torch.Tensor, task: str | None = None) -> torch.Tensor:
         """Latent of ``task`` → decoded image ``[B,3,h,w]`` float32 in ``[0,1]``."""
@@ -186,6 +188,28 @@ class ModelBackend(ABC):
     @abstractmethod
     def to_normals(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
         """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` float32 in the ROS optical frame."""
+
+    def refine_forwards(self, tasks: tuple[str, ...], num_steps: int) -> int:
+        """How many items (network forwards) :meth:`iter_refine` yields for ``tasks`` and ``num_steps``.
+
+        Default: one forward per step and task; a backend that batches tasks says fewer.
+        """
+        return num_steps * len(tasks)
+
+    def to_depth_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor | None:
+        """:meth:`to_depth` without the download: ``[B,H,W]`` float32 on the decoded tensor's device.
+
+        Optional: lets the pipeline post-process on a GPU and download once. None (the default)
+        means the backend has no device form and the pipeline uses :meth:`to_depth`.
+        """
+        return None
+
+    def to_normals_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor | None:
+        """:meth:`to_normals` without the download: ``[B,H,W,3]`` float32 on the decoded tensor's device.
+
+        Optional, as :meth:`to_depth_tensor`.
+        """
+        return None
 
     def check_request(self, tasks: tuple[str, ...], refine_steps: int) -> None:
         """Raise ValueError unless ``tasks`` are loaded and ``refine_steps`` can be run."""

@@ -8,9 +8,12 @@ none turns off autograd — the perception pipeline's inference wrappers do):
 3. :meth:`~Lotus2Engine.core` pack 2×2 → one transformer forward with the task's core adapter
    (``timestep = 1/1000``, guidance 3.5 if the transformer embeds guidance) → unpack
 4. :meth:`~Lotus2Engine.lcm` the task's Local Continuity Module
-   (:meth:`~Lotus2Engine.predict` = 3 + 4 for each task: the per-frame prediction)
+   (:meth:`~Lotus2Engine.predict` = 3 + 4 for each task: the per-frame prediction; with several
+   tasks, 3 is **one** forward over a batch with one sample per task, each with its own adapter:
+   :meth:`~Lotus2Engine.core_tasks`)
 5. :meth:`~Lotus2Engine.iter_sharpen` N FlowMatch Euler steps with the sharpener adapter
-   (:meth:`~Lotus2Engine.iter_refine`: the refinement, one forward per step)
+   (:meth:`~Lotus2Engine.iter_refine`: the refinement, one forward per step — for all tasks
+   together, :meth:`~Lotus2Engine.iter_sharpen_tasks`, unless ``batch_tasks`` is off)
 6. :meth:`~Lotus2Engine.decode` unscale → VAE decode → ``[0,1]``
 7. :meth:`~Lotus2Engine.to_depth` / :meth:`~Lotus2Engine.to_normals` → numpy at the output size
 
@@ -23,6 +26,7 @@ adapters and an LCM. The base model is read by :func:`load_flux_base`, which the
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -30,12 +34,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..geometry.normals import planar_model_to_optical
+from ..geometry.normals import normalize_planes, planar_model_to_optical
 from .backend import DTYPES, BackendConfig, ModelBackend, ModelInfo, StageTimer
 from .latents import FlowSchedule, image_position_ids, pack_latents, text_position_ids, unpack_latents
 from .lcm import LocalContinuityModule
 from .prompt_embeds import PromptEmbeds, load_prompt_embeds
-from .resize import decoded_to_unit, images_to_tensor, resize_bilinear, resize_for_model
+from .resize import (decoded_to_unit, images_to_tensor, planar_model_to_optical_tensor, resize_bilinear,
+                     resize_for_model, resize_planes_bilinear)
 from .spec import MAX_REFINE_STEPS, ModelSettings, resolve_model_request
 from .weights import TaskWeightFiles, WeightsError, activate_adapter, attach_lora, load_lcm
 
@@ -103,8 +108,11 @@ class Lotus2Engine(ModelBackend):
 
     def __init__(self, transformer, vae, lcms: dict[str, LocalContinuityModule], prompt_embeds: PromptEmbeds,
                  schedule: FlowSchedule, *, info: ModelInfo, device: torch.device | str, dtype: torch.dtype,
-                 guidance_scale: float = DEFAULT_GUIDANCE):
+                 guidance_scale: float = DEFAULT_GUIDANCE, batch_tasks: bool = True):
         self.info = info
+        #: Several tasks share each transformer forward (a batch with one sample per task and its
+        #: own adapter) in :meth:`predict` and :meth:`iter_refine`; False: one forward per task.
+        self.batch_tasks = batch_tasks
         self.device = torch.device(device)
         self.dtype = dtype
         self.guidance_scale = guidance_scale
@@ -116,6 +124,7 @@ class Lotus2Engine(ModelBackend):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.latent_channels = int(vae.config.latent_channels)
         self._active_adapter: str | None = None
+        self._lora_layers: list[torch.nn.Module] | None = None
         self._txt_ids = text_position_ids(prompt_embeds.prompt_embeds.shape[1], self.device, self.dtype)
 
     @property
@@ -174,7 +183,7 @@ class Lotus2Engine(ModelBackend):
             log.info("Lotus-2: %s", note)
         log.info("Lotus-2 engine ready: tasks=%s device=%s dtype=%s", settings.tasks, device, config.dtype)
         return cls(transformer, vae, lcms, prompt, base.schedule, info=info, device=device, dtype=dtype,
-                   guidance_scale=config.guidance_scale)
+                   guidance_scale=config.guidance_scale, batch_tasks=config.batch_tasks)
 
     # ------------------------------------------------------------------ stages
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
@@ -227,6 +236,47 @@ class Lotus2Engine(ModelBackend):
             tokens = (tokens.to(torch.float32) + (sigmas[i + 1] - sigmas[i]) * velocity).to(velocity.dtype)
             yield unpack_latents(tokens, (h, w))
 
+    def core_tasks(self, latents: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """:meth:`core` of every task in **one** transformer forward: ``{task: [B,C,h,w]}``.
+
+        The batch holds the packed latent once per task; each sample runs through the base weights
+        together and through its own task's core adapter (peft's mixed-adapter batches).
+        """
+        b, _, h, w = latents.shape
+        tokens = pack_latents(latents).repeat(len(tasks), 1, 1)  # [T*B,N,4C], task-major
+        timestep = torch.tensor(CORE_TIMESTEP).expand(len(tasks) * b).to(device=self.device, dtype=self.dtype)
+        with self._mixed_adapters([f"{task}_core" for task in tasks for _ in range(b)]):
+            out = self._transformer(tokens, timestep / 1000, (h, w))  # [T*B,N,4C]
+        return {task: unpack_latents(out[i * b:(i + 1) * b], (h, w)) for i, task in enumerate(tasks)}
+
+    def iter_sharpen_tasks(self, latents: dict[str, torch.Tensor], num_steps: int) -> Iterator[dict[str, torch.Tensor]]:
+        """:meth:`iter_sharpen` of every task at once: each Euler step is **one** transformer forward
+        over all tasks' latents (each sample with its task's sharpener adapter); yields
+        ``{task: [B,C,h,w]}`` after every step. The latents must have one shape."""
+        tasks = tuple(latents)
+        if not 0 <= num_steps <= MAX_SHARPEN_STEPS:
+            raise ValueError(f"sharpen steps must be in 0..{MAX_SHARPEN_STEPS}, got {num_steps}")
+        missing = [t for t in tasks if t not in self.sharpener_tasks]
+        if missing:
+            raise ValueError(f"the detail sharpener for {missing} is not loaded")
+        if num_steps == 0:
+            return
+        shapes = {tuple(z.shape) for z in latents.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"batched sharpening needs latents of one shape, got {sorted(shapes)}")
+        b, _, h, w = next(iter(latents.values())).shape
+        tokens = torch.cat([pack_latents(latents[t].to(self.dtype)) for t in tasks])  # [T*B,N,4C], task-major
+        sigmas = torch.from_numpy(self.schedule.sigmas(num_steps, tokens.shape[1])).to(self.device)  # [N+1]
+        timesteps = sigmas[:-1] * self.schedule.num_train_timesteps
+        names = [f"{task}_sharpener" for task in tasks for _ in range(b)]
+        for i, t in enumerate(timesteps):
+            timestep = t.expand(tokens.shape[0]).to(self.dtype)
+            with self._mixed_adapters(names):
+                velocity = self._transformer(tokens, timestep / 1000, (h, w))  # [T*B,N,4C]
+            # Euler step in float32, cast back to the model dtype (as in iter_sharpen).
+            tokens = (tokens.to(torch.float32) + (sigmas[i + 1] - sigmas[i]) * velocity).to(velocity.dtype)
+            yield {task: unpack_latents(tokens[j * b:(j + 1) * b], (h, w)) for j, task in enumerate(tasks)}
+
     def velocity(self, latents: torch.Tensor, task: str, sigmas: torch.Tensor | float) -> torch.Tensor:
         """The detail sharpener's velocity at flow time ``sigmas``: ``[B,C,h,w]`` → ``[B,C,h,w]``.
 
@@ -260,6 +310,12 @@ class Lotus2Engine(ModelBackend):
     @staticmethod
     def to_disparity(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
         """``[B,3,h,w]`` in ``[0,1]`` → affine-invariant disparity ``[B,H,W]`` float32 (channel mean)."""
+        if _on_host(decoded):  # numpy + OpenCV: no torch kernels (and their thread pool) on the CPU path
+            planes = decoded.detach().numpy()  # [B,3,h,w]
+            disparity = planes[:, 0] + planes[:, 1]
+            disparity += planes[:, 2]
+            disparity /= 3  # torch's CPU mean over the channels, bit for bit
+            return resize_planes_bilinear(disparity, out_hw)  # [B,H,W]
         disparity = decoded.mean(dim=1, keepdim=True)  # [B,1,h,w]
         return resize_bilinear(disparity, out_hw)[:, 0].cpu().numpy()
 
@@ -268,24 +324,49 @@ class Lotus2Engine(ModelBackend):
         """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` in the ROS optical frame."""
         return decoded_to_optical_normals(decoded, out_hw)
 
+    def to_depth_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+        """:meth:`to_disparity` on the decoded tensor's device: ``[B,H,W]`` float32, not downloaded."""
+        return resize_bilinear(decoded.mean(dim=1, keepdim=True), out_hw)[:, 0]  # [B,H,W]
+
+    def to_normals_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+        """:meth:`to_normals` on the decoded tensor's device: ``[B,H,W,3]`` float32, not downloaded."""
+        return planar_model_to_optical_tensor(resize_bilinear(decoded, out_hw))  # [B,H,W,3]
+
     # ------------------------------------------------------------------ the backend interface
     def predict(self, cond: torch.Tensor, tasks: tuple[str, ...],
                 timer: StageTimer | None = None) -> dict[str, torch.Tensor]:
         """Core predictor + LCM per task on the encoded image: ``{task: [B,C,h/8,w/8]}``."""
         timer = timer or StageTimer(self.device)
+        tasks = tuple(tasks)
+        if self._batches(tasks):
+            with timer(f"core_{'+'.join(tasks)}"):  # one forward for every task
+                coarse = self.core_tasks(cond, tasks)
+        else:
+            coarse = {}
+            for task in tasks:
+                with timer(f"core_{task}"):
+                    coarse[task] = self.core(cond, task)
         out = {}
         for task in tasks:
-            with timer(f"core_{task}"):
-                z = self.core(cond, task)
             with timer(f"lcm_{task}"):
-                out[task] = self.lcm(z, task)
+                out[task] = self.lcm(coarse[task], task)
         return out
 
     def iter_refine(self, cond: torch.Tensor, latents: dict[str, torch.Tensor], num_steps: int,
                     timer: StageTimer | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """The detail sharpener, task after task, one Euler step (one transformer forward) per item."""
+        """The detail sharpener, one Euler step (one transformer forward) per item: all tasks in one
+        batched forward per step (:attr:`batch_tasks`), else task after task."""
         timer = timer or StageTimer(self.device)
         current = dict(latents)
+        tasks = tuple(current)
+        if self._batches(tasks) and len({tuple(z.shape) for z in current.values()}) == 1:
+            steps = self.iter_sharpen_tasks(current, num_steps)
+            while True:
+                with timer(f"sharpen_{'+'.join(tasks)}"):  # a forward stage
+                    z = next(steps, None)
+                if z is None:
+                    return
+                yield z
         for task in list(current):
             steps = self.iter_sharpen(current[task], task, num_steps)
             while True:
@@ -296,7 +377,38 @@ class Lotus2Engine(ModelBackend):
                 current[task] = z
                 yield dict(current)
 
+    def refine_forwards(self, tasks: tuple[str, ...], num_steps: int) -> int:
+        """Forwards :meth:`iter_refine` makes: one per step when the tasks are batched."""
+        return num_steps if self._batches(tuple(tasks)) else num_steps * len(tasks)
+
     # ------------------------------------------------------------------ internals
+    def _batches(self, tasks: tuple[str, ...]) -> bool:
+        return self.batch_tasks and len(tasks) > 1
+
+    @contextmanager
+    def _mixed_adapters(self, adapter_names: list[str]):
+        """Every LoRA layer applies ``adapter_names[i]`` to sample ``i`` during the block.
+
+        peft's mixed-adapter batches: a LoRA layer called with ``adapter_names=`` runs its base
+        layer on the whole batch and each adapter on its own samples. diffusers does not pass the
+        argument through the transformer, so forward pre-hooks add it to every LoRA layer's call
+        (as peft's own ``PeftModel`` does); they are removed on exit.
+        """
+        if self._lora_layers is None:
+            from peft.tuners.lora import LoraLayer
+
+            self._lora_layers = [m for m in self.transformer.modules() if isinstance(m, LoraLayer)]
+
+        def add_names(module, args, kwargs):
+            return args, {**kwargs, "adapter_names": adapter_names}
+
+        handles = [layer.register_forward_pre_hook(add_names, with_kwargs=True) for layer in self._lora_layers]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def _use_adapter(self, name: str) -> None:
         if self._active_adapter != name:
             activate_adapter(self.transformer, name)
@@ -328,5 +440,19 @@ def decoded_to_optical_normals(decoded: torch.Tensor, out_hw: tuple[int, int]) -
     """``[B,3,h,w]`` in ``[0,1]`` (Lotus normal coding) → unit normals ``[B,H,W,3]``, ROS optical frame."""
     # The decoder's channel planes go in as they are: the arithmetic runs plane by plane on
     # contiguous memory and only the final divide writes the interleaved [B,H,W,3] result.
+    if _on_host(decoded):
+        planes = decoded.detach().numpy()  # [B,3,h,w]
+        if tuple(planes.shape[-2:]) == tuple(out_hw):
+            return planar_model_to_optical(planes)  # [B,H,W,3]
+        # 1 − 2u at the processing size, then resized: bilinear is linear, so this is the same
+        # vector field within float rounding, with the full-size passes saved.
+        v = np.multiply(planes, -2.0, dtype=np.float32)
+        v += 1.0
+        return normalize_planes(resize_planes_bilinear(v, out_hw))  # [B,H,W,3]
     unit = resize_bilinear(decoded, out_hw).cpu().numpy()  # [B,3,H,W]
     return planar_model_to_optical(unit)  # [B,H,W,3]
+
+
+def _on_host(decoded: torch.Tensor) -> bool:
+    """A float32 CPU tensor: post-processed with numpy/OpenCV on its memory."""
+    return decoded.device.type == "cpu" and decoded.dtype == torch.float32 and decoded.ndim == 4

@@ -291,7 +291,7 @@ class Lotus1Engine(ModelBackend):
                 out[task] = self.unet_forward(task, z, noise)
         return out
 
-    def refine_forwards(self, num_steps: int, tasks: tuple[str, ...]) -> int:
+    def refine_forwards(self, tasks: tuple[str, ...], num_steps: int) -> int:
         return len(tasks) if num_steps > 1 else 0
 
     def iter_refine(self, cond: dict[str, torch.Tensor], latents: dict[str, torch.Tensor], num_steps: int,

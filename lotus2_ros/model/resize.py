@@ -15,12 +15,15 @@ Outputs are resized back to the input size with the same bilinear interpolation.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..geometry.normals import MIN_NORM
 
 #: The model works on multiples of this many pixels (VAE factor 8 × 2×2 packing).
 SIZE_MULTIPLE_PX = 16
@@ -73,10 +76,35 @@ def capped_size(height_px: int, width_px: int, process_res: int | None) -> tuple
 
 
 def resize_for_model(x: torch.Tensor, process_res: int | None = DEFAULT_PROCESS_RES) -> torch.Tensor:
-    """Resize ``[B,C,H,W]`` to its processing size with the official two-step resizing."""
+    """Resize ``[B,C,H,W]`` to its processing size with the official two-step resizing.
+
+    The official inference resizes with torch. On the CPU a step runs on OpenCV only where both
+    sample at exactly the same source positions (:func:`_opencv_samples_as_torch`, e.g.
+    1280x720 -> 1024x576, or any power-of-two factor), where the two differ by the rounding of
+    the interpolation arithmetic alone (a few ulp); otherwise torch's own kernel runs, so the
+    model's input never moves by more than that.
+    """
     final = processing_size(x.shape[-2], x.shape[-1], process_res)
-    x = resize_bilinear(x, capped_size(x.shape[-2], x.shape[-1], process_res))
-    return resize_bilinear(x, final)
+    for size in (capped_size(x.shape[-2], x.shape[-1], process_res), final):
+        exact = _opencv_samples_as_torch(x.shape[-2], size[0]) and _opencv_samples_as_torch(x.shape[-1], size[1])
+        x = resize_bilinear(x, size) if exact else _resize_bilinear_torch(x, size)
+    return x
+
+
+@lru_cache(maxsize=64)
+def _opencv_samples_as_torch(size_in: int, size_out: int) -> bool:
+    """Whether OpenCV and torch sample an axis of ``size_in`` → ``size_out`` at the same positions.
+
+    torch computes the source position ``scale·(i + 0.5) − 0.5`` in float32, OpenCV in double
+    rounded to float32. They agree for every ``i`` when the exact value is a float32 number:
+    ``scale = size_in/size_out`` = ``p/q`` with ``q`` a power of two, and the numerators
+    ``(2i + 1)·p − q`` (over ``2q``) below 2**24. Then the indices and weights are the same too.
+    """
+    if size_in == size_out:
+        return True
+    g = math.gcd(size_in, size_out)
+    p, q = size_in // g, size_out // g
+    return q & (q - 1) == 0 and (2 * size_out + 1) * p + q < 2**24
 
 
 def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -127,15 +155,84 @@ def _cpu_unit_lut() -> np.ndarray:
 def resize_bilinear(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize (``align_corners=False``, no antialias); identity if already that size.
 
+    float32 CPU tensors outside autograd are resized by OpenCV (``INTER_LINEAR``, the same
+    interpolation, 5-10x faster than torch's CPU kernel on camera-size images); the result keeps
+    the input's memory format. The two agree within float32 rounding of the sample positions
+    (torch computes them in float32, OpenCV in double: up to ~1e-4 relative at 1280 px).
+    Everything else (GPU, half precision, tensors that need gradients) goes through torch.
+
     Args:
         x: ``[B,C,H,W]`` floating tensor.
         size_hw: Target ``(height, width)``.
     """
+    size_hw = (int(size_hw[0]), int(size_hw[1]))
+    if tuple(x.shape[-2:]) == size_hw:
+        return x
+    if _opencv_resizable(x):
+        return _resize_bilinear_cv2(x, size_hw)
+    return _resize_bilinear_torch(x, size_hw)
+
+
+def _resize_bilinear_torch(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size_hw):
         return x
     return F.interpolate(x, size=tuple(size_hw), mode="bilinear", align_corners=False)
 
 
+def _opencv_resizable(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4 and not x.requires_grad
+            and x.numel() > 0 and min(x.shape[-2:]) > 0)
+
+
+def _resize_bilinear_cv2(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """:func:`resize_bilinear` of a float32 CPU ``[B,C,H,W]`` tensor with ``cv2.resize``."""
+    b, c, _, _ = x.shape
+    h, w = size_hw
+    if c <= 4 and x.permute(0, 2, 3, 1).is_contiguous():  # channels-last: resize HWC images as they are
+        src = x.detach().permute(0, 2, 3, 1).numpy()  # [B,H,W,C] view
+        out = np.empty((b, h, w, c), np.float32)
+        for i in range(b):
+            # cv2 drops a trailing single channel; resize into the [h,w] (or [h,w,C]) slice.
+            cv2.resize(src[i] if c > 1 else src[i, ..., 0], (w, h), dst=out[i] if c > 1 else out[i, ..., 0],
+                       interpolation=cv2.INTER_LINEAR)
+        return torch.from_numpy(out).permute(0, 3, 1, 2)  # [B,C,h,w], channels-last strides
+    return torch.from_numpy(resize_planes_bilinear(x.detach().contiguous().numpy(), size_hw))  # [B,C,h,w]
+
+
+def resize_planes_bilinear(planes: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """:func:`resize_bilinear` for float32 numpy planes ``[..., H, W]`` → ``[..., h, w]`` (OpenCV, plane by plane).
+
+    Identity (the same array) at the same size.
+    """
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if planes.shape[-2:] == (h, w):
+        return planes
+    src = np.ascontiguousarray(planes, dtype=np.float32)
+    flat = src.reshape(-1, *src.shape[-2:])  # [N,H,W]
+    out = np.empty((flat.shape[0], h, w), np.float32)
+    for i in range(flat.shape[0]):  # contiguous planes: no channel interleaving to undo
+        cv2.resize(flat[i], (w, h), dst=out[i], interpolation=cv2.INTER_LINEAR)
+    return out.reshape(*src.shape[:-2], h, w)
+
+
 def decoded_to_unit(decoded: torch.Tensor) -> torch.Tensor:
     """Map VAE output in ``[-1, 1]`` to ``[0, 1]`` float32 (clamped), as the official post-process."""
     return (decoded.to(torch.float32) / 2 + 0.5).clamp(0, 1)
+
+
+def planar_model_to_optical_tensor(unit: torch.Tensor) -> torch.Tensor:
+    """``[B,3,H,W]`` decoded normal image in ``[0,1]`` → ``[B,H,W,3]`` unit normals, ROS optical frame.
+
+    The tensor form of :func:`~lotus2_ros.geometry.normals.planar_model_to_optical` (NaN where the
+    decoded vector has no direction), on ``unit``'s device.
+    """
+    v = unit.to(torch.float32) * -2.0  # [B,3,H,W]
+    v += 1.0  # 1 − 2u (2u is exact)
+    x, y, z = v[:, 0], v[:, 1], v[:, 2]  # [B,H,W] each
+    sq = x * x
+    sq += y * y
+    sq += z * z
+    norm = sq.sqrt_()
+    valid = (norm >= MIN_NORM) & (norm < torch.inf)  # NaN compares False
+    out = torch.stack([x / norm, y / norm, z / norm], dim=-1)  # [B,H,W,3]
+    return out.masked_fill_(~valid[..., None], torch.nan)

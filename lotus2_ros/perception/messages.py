@@ -23,7 +23,8 @@ from .pipeline import PerceptionOutput
 __all__ = ["OUTPUT_TOPICS", "REFINED_PREFIX", "build_scale_fit", "output_messages", "topic_name"]
 
 
-def output_messages(types: MessageTypes, out: PerceptionOutput, wanted: set[str] | None = None) -> dict[str, Any]:
+def output_messages(types: MessageTypes, out: PerceptionOutput, wanted: set[str] | None = None, *,
+                    cloud_normals: bool = True) -> dict[str, Any]:
     """Messages for the products ``out`` has, keyed by relative topic (with ``refined/`` if refined).
 
     Args:
@@ -31,6 +32,8 @@ def output_messages(types: MessageTypes, out: PerceptionOutput, wanted: set[str]
         out: The products of one frame; headers get its stamp and ``frame_id``.
         wanted: Base topic names (without ``refined/``) to build; None builds all. Unwanted ones
             are skipped before any conversion work.
+        cloud_normals: Give the cloud ``normal_x/y/z`` fields when there are normals (the node
+            does; the bag tool by default not, as ``normals/image`` holds them already).
     """
     header = build_header(types, out.stamp_ns, out.frame_id)
 
@@ -55,7 +58,8 @@ def output_messages(types: MessageTypes, out: PerceptionOutput, wanted: set[str]
     if out.normals_colorized is not None and want("normals/colorized"):
         msgs["normals/colorized"] = build_image(types, header, out.normals_colorized, "rgb8")
     if out.points_m is not None and want("points"):
-        msgs["points"] = build_pointcloud2(types, header, out.points_m, out.rgb, out.normals)
+        msgs["points"] = build_pointcloud2(types, header, out.points_m, out.rgb,
+                                           out.normals if cloud_normals else None)
     scale_fit_cls = getattr(types, "ScaleFit", None)
     if out.scale_fit is not None and scale_fit_cls is not None and want("scale_fit"):
         msgs["scale_fit"] = build_scale_fit(types, scale_fit_cls, out.scale_fit)

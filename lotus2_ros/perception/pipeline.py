@@ -31,11 +31,14 @@ from ..io.visualize import colorize_normals, colorize_relative
 from ..model.backend import BackendConfig, ModelBackend, StageTimer, load_backend
 from ..model.spec import ModelSettings, resolve_model_request
 from .config import ConfigError, PerceptionConfig
+from .device_products import colorize_disparity_tensor, colorize_normals_tensor, download
 from .metric import MetricFitter, MetricReference, ScaleFitReport
 from .outputs import base_output_topics
 
 #: Stage names whose time is a network forward (everything else is pipeline overhead).
 FORWARD_STAGES = ("encode", "core_", "lcm_", "sharpen_", "decode_")
+#: The output topic namespace of each task's products.
+_TASK_TOPIC = {"depth": "depth", "normal": "normals"}
 #: A dummy frame id/stamp for single images (``predict``).
 IMAGE_FRAME_ID = ""
 
@@ -250,6 +253,9 @@ class PerceptionPipeline:
         """
         self.backend = backend
         self.config = config
+        #: Post-process and colourise on the model's device, downloading once (a GPU); on the CPU
+        #: the numpy/OpenCV forms are faster. Both give the same values within float rounding.
+        self.products_on_device = backend.device.type != "cpu"
         self.rectifier = Rectifier()
         self._metric = metric
         if metric is None and config.metric_source in ("lidar", "depth_image"):
@@ -308,6 +314,14 @@ class PerceptionPipeline:
         ctx, timer = self._forward(frame, wanted, tasks)
         return Refinement(self, ctx, steps, timer).result()
 
+    def process_refined(self, frame: Frame, num_steps: int, wanted: set[str] | None = None) -> PerceptionOutput:
+        """The refined result of ``frame`` only: :meth:`process` then a whole :class:`Refinement`,
+        without decoding the per-frame prediction nor building its products (the bag tool when it
+        writes refined outputs only). The metric fit runs once, on the refined output."""
+        self.backend.check_request(self.tasks, num_steps)
+        ctx, timer = self._forward(frame, wanted, None)
+        return Refinement(self, ctx, num_steps, timer).result()
+
     # ------------------------------------------------------------------ core pass
     def process(self, frame: Frame, wanted: set[str] | None = None,
                 tasks: tuple[str, ...] | None = None) -> tuple[PerceptionOutput, _FrameContext]:
@@ -325,7 +339,7 @@ class PerceptionPipeline:
         """
         ctx, timer = self._forward(frame, wanted, tasks)
         with torch.inference_mode():
-            decoded = self._decode(ctx.coarse, ctx.out_hw, timer)
+            decoded = self._decode(ctx.coarse, ctx.out_hw, timer, ctx.wanted)
         return self._products(ctx, decoded, refined=False, refine_steps=0, timer=timer), ctx
 
     def _forward(self, frame: Frame, wanted: set[str] | None,
@@ -364,29 +378,51 @@ class PerceptionPipeline:
         return ctx, timer
 
     def _decode(self, latents: dict[str, torch.Tensor], out_hw: tuple[int, int], timer: StageTimer,
-                members: bool = False) -> dict[str, np.ndarray]:
+                wanted: frozenset[str] | None = None, members: bool = False) -> dict[str, np.ndarray]:
         """Decode and post-process per task: depth → ``[1,H,W]``, normal → ``[1,H,W,3]``.
+
+        On a GPU (:attr:`products_on_device`) the post-processing and the colourised images the
+        frame needs (``wanted``, as in :meth:`process`) are computed there and downloaded together
+        once; they come back as ``"{task}_colorized"`` ``[H,W,3]`` uint8. On the CPU the backend's
+        numpy forms run and :meth:`_products` colourises.
 
         With ``members`` (a Lotus-G ensemble: ``[K,…]`` latents of one image) the K decoded
         members are reduced (``ensemble_reduce``: mean or median; normals renormalised) and the
         depth output's per-pixel standard deviation is returned under ``"depth_std"``.
         """
-        backend, outputs = self.backend, {}
+        backend, outputs, on_device = self.backend, {}, {}
         for task, z in latents.items():
             with timer(f"decode_{task}"):
                 decoded = backend.decode(z, task)  # [B|K,3,h,w]
             with timer(f"postprocess_{task}"):
-                out = (backend.to_depth if task == "depth" else backend.to_normals)(decoded, out_hw)
-                if members:
-                    reduce = np.median if self.config.ensemble_reduce == "median" else np.mean
-                    if task == "depth":
-                        if out.shape[0] > 1:
-                            outputs["depth_std"] = out.std(axis=0, ddof=1)[None].astype(np.float32)  # [1,H,W]
-                        out = reduce(out, axis=0)[None].astype(np.float32)
-                    else:
-                        out = _unit(reduce(out, axis=0))[None]
-                outputs[task] = out
+                result = None
+                if self.products_on_device and not members:
+                    to_tensor = backend.to_depth_tensor if task == "depth" else backend.to_normals_tensor
+                    result = to_tensor(decoded, out_hw)
+                if result is None:
+                    out = (backend.to_depth if task == "depth" else backend.to_normals)(decoded, out_hw)
+                    if members:
+                        out = self._reduce_members(task, out, outputs)
+                    outputs[task] = out
+                    continue
+                on_device[task] = result  # [B,H,W] / [B,H,W,3] on the device
+                if self._want(f"{_TASK_TOPIC[task]}/colorized", wanted) and (
+                        task == "normal" or backend.info.depth_output == "disparity"):
+                    colorize = colorize_disparity_tensor if task == "depth" else colorize_normals_tensor
+                    on_device[f"{task}_colorized"] = colorize(result[0])  # [H,W,3] uint8
+        if on_device:
+            with timer("postprocess_download"):
+                outputs.update(download(on_device))
         return outputs
+
+    def _reduce_members(self, task: str, members: np.ndarray, outputs: dict) -> np.ndarray:
+        """An ensemble's ``[K,…]`` outputs → ``[1,…]`` (mean or median); the depth std into ``outputs``."""
+        reduce = np.median if self.config.ensemble_reduce == "median" else np.mean
+        if task == "depth":
+            if members.shape[0] > 1:
+                outputs["depth_std"] = members.std(axis=0, ddof=1)[None].astype(np.float32)  # [1,H,W]
+            return reduce(members, axis=0)[None].astype(np.float32)
+        return _unit(reduce(members, axis=0))[None]
 
     # ------------------------------------------------------------------ refinement
     def start_refinement(self, ctx: _FrameContext, num_steps: int | None = None) -> "Refinement":
@@ -397,12 +433,16 @@ class PerceptionPipeline:
         return Refinement(self, ctx, steps)
 
     # ------------------------------------------------------------------ products
+    def _want(self, topic: str, wanted: frozenset[str] | None) -> bool:
+        """This configuration yields ``topic`` and someone listens (``wanted`` None: everyone)."""
+        return topic in self._yields and (wanted is None or topic in wanted)
+
     def _products(self, ctx: _FrameContext, decoded: dict[str, np.ndarray], refined: bool, refine_steps: int,
                   timer: StageTimer) -> PerceptionOutput:
         cfg = self.config
 
-        def want(topic: str) -> bool:  # this configuration yields it and someone listens
-            return topic in self._yields and (ctx.wanted is None or topic in ctx.wanted)
+        def want(topic: str) -> bool:
+            return self._want(topic, ctx.wanted)
 
         with timer("products"):
             out = PerceptionOutput(stamp_ns=ctx.frame.stamp_ns, frame_id=ctx.frame.frame_id,
@@ -418,9 +458,13 @@ class PerceptionPipeline:
             if "normal" in decoded:
                 out.normals = decoded["normal"][0]
             if out.relative is not None and want("depth/colorized"):
-                out.depth_colorized = colorize_relative(out.relative, out.relative_kind)
+                out.depth_colorized = decoded.get("depth_colorized")  # made on the GPU
+                if out.depth_colorized is None:
+                    out.depth_colorized = colorize_relative(out.relative, out.relative_kind)
             if out.normals is not None and want("normals/colorized"):
-                out.normals_colorized = colorize_normals(out.normals)
+                out.normals_colorized = decoded.get("normal_colorized")
+                if out.normals_colorized is None:
+                    out.normals_colorized = colorize_normals(out.normals)
         if out.relative is not None:
             with timer("metric"):
                 st, out.scale_fit = self._scale_shift(ctx.frame, out)
@@ -452,7 +496,9 @@ class Refinement:
         self.stamp_ns = ctx.frame.stamp_ns
         self.num_steps = num_steps
         self.timer = timer or StageTimer(pipeline.backend.device)
-        self.total_steps = pipeline.backend.refine_forwards(num_steps, tuple(ctx.coarse))
+        #: Network forwards (``step()`` calls) the refinement takes: steps x tasks, steps when the
+        #: backend runs the tasks in one batched forward, one per task for a Lotus-G ensemble.
+        self.total_steps = pipeline.backend.refine_forwards(tuple(ctx.coarse), num_steps)
         self.steps_done = 0
         self._latents = dict(ctx.coarse)
         self._steps = pipeline.backend.iter_refine(ctx.cond, self._latents, num_steps, self.timer)
@@ -474,7 +520,7 @@ class Refinement:
         while not self.step():
             pass
         with torch.inference_mode():
-            decoded = self.pipeline._decode(self._latents, self.ctx.out_hw, self.timer,
+            decoded = self.pipeline._decode(self._latents, self.ctx.out_hw, self.timer, self.ctx.wanted,
                                             members=self.pipeline.backend.info.refinement == "ensemble")
         return self.pipeline._products(self.ctx, decoded, refined=True, refine_steps=self.num_steps,
                                        timer=self.timer)

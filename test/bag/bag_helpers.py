@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lotus2_ros.bag import BagPlan, ProcessBagOptions, RunStats, plan_bag_run, run_bag
+from lotus2_ros.bag import ALL_OUTPUTS, BagPlan, ProcessBagOptions, RunStats, plan_bag_run, run_bag
 from lotus2_ros.bag.synthetic import CAMERA_FRAME, SyntheticBag
 from lotus2_ros.geometry.calibration import CameraCalibration
 from lotus2_ros.io.msg_types import rosbags_types
@@ -47,9 +47,14 @@ class Run:
 
 
 def process_into(bag: SyntheticBag, engine, config: PerceptionConfig, tmp: Path) -> Run:
-    """Process ``bag`` into ``tmp/out`` (and ``tmp/export``), remembering the input's digest."""
+    """Process ``bag`` into ``tmp/out`` (and ``tmp/export``), remembering the input's digest.
+
+    Every output the node publishes (core and refined, clouds with normals), so the tests can hold
+    the bag to the node's messages; the default, leaner selection has tests of its own.
+    """
     before = folder_digest(bag.path)
-    options = ProcessBagOptions(bag.path, tmp / "out", config, export_dir=tmp / "export")
+    options = ProcessBagOptions(bag.path, tmp / "out", config, export_dir=tmp / "export", write_core=True,
+                                outputs=ALL_OUTPUTS)
     plan = plan_bag_run(options, engine.info.settings)
     stats = run_bag(plan, engine)
     return Run(bag, plan, stats, tmp / "out", tmp / "export", before)

@@ -8,6 +8,7 @@ import pytest
 from bag_helpers import TINY_SETTINGS, canonical, fixed_config, folder_digest, lidar_config, process_into, read_bag
 
 from lotus2_ros.bag import (
+    ALL_OUTPUTS,
     Interrupted,
     OutputExistsError,
     ProcessBagOptions,
@@ -54,7 +55,8 @@ def test_stop_crash_and_kill_then_resume_give_the_uninterrupted_bag(lidar_bag, t
     reference = process_into(lidar_bag, tiny_engine, config, tmp_path / "reference")
     assert reference.stats.fits["core_valid"] >= 1, "no valid fit: the filter state would not be exercised"
     out, export = tmp_path / "out", tmp_path / "export"
-    options = ProcessBagOptions(src, out, config, export_dir=export)
+    full = dict(write_core=True, outputs=ALL_OUTPUTS)  # as process_into writes the reference
+    options = ProcessBagOptions(src, out, config, export_dir=export, **full)
     partial = partial_path(out)
 
     should_stop, on_frame = _stop_after(1)
@@ -70,7 +72,7 @@ def test_stop_crash_and_kill_then_resume_give_the_uninterrupted_bag(lidar_bag, t
     with pytest.raises(OutputExistsError, match="--resume"):
         run_bag(plan_bag_run(options, TINY_SETTINGS), tiny_engine)
 
-    resume = ProcessBagOptions(src, out, config, export_dir=export, resume=True)
+    resume = ProcessBagOptions(src, out, config, export_dir=export, resume=True, **full)
     with pytest.raises(Boom):
         run_bag(plan_bag_run(resume, TINY_SETTINGS), tiny_engine, on_frame=_crash_after(2))
     assert not out.exists()

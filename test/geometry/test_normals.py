@@ -146,3 +146,17 @@ def test_planar_model_to_optical_accepts_float64_and_rejects_a_non_planar_shape(
     np.testing.assert_allclose(planar_model_to_optical(planes), np.full((1, 2, 2, 3), 1 / np.sqrt(3)), rtol=1e-6)
     with pytest.raises(ValueError, match=r"\[\.\.\., 3, H, W\]"):
         planar_model_to_optical(np.zeros((2, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 4, 6), (1, 3, 480, 640)])
+def test_normalize_planes_is_bit_identical_to_normalize_on_the_hwc_view(shape):
+    from lotus2_ros.geometry.normals import normalize_planes
+
+    v = np.random.default_rng(4).normal(size=shape).astype(np.float32)
+    flat = v.reshape(-1, 3, *shape[-2:])
+    flat[0, :, 0, 0] = 0.0  # no direction: NaN
+    flat[-1, 1, 1, 2] = np.inf
+    got = normalize_planes(v)
+    want = normalize(np.moveaxis(v, -3, -1))
+    assert got.shape == want.shape and got.flags["C_CONTIGUOUS"]
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -159,3 +159,39 @@ def test_images_to_tensor_reads_a_strided_view():
     images = np.random.default_rng(1).integers(0, 256, size=(8, 12, 3), dtype=np.uint8)
     view = images[::2, 1::3]
     assert torch.equal(images_to_tensor(view), _reference_images_to_tensor(np.ascontiguousarray(view)))
+
+
+# ----------------------------------------------------------------------------- OpenCV on the CPU
+@pytest.mark.parametrize("src_hw, dst_hw", [((720, 1280), (576, 1024)), ((1080, 1920), (576, 1024)),
+                                            ((960, 1280), (768, 1024)), ((1200, 1600), (768, 1024))])
+def test_preprocess_resizes_on_opencv_only_where_it_samples_where_torch_does(src_hw, dst_hw):
+    from lotus2_ros.model.resize import _opencv_samples_as_torch, resize_for_model
+
+    assert _opencv_samples_as_torch(src_hw[0], dst_hw[0]) and _opencv_samples_as_torch(src_hw[1], dst_hw[1])
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 3, *src_hw), dtype=np.float32) * 2 - 1)
+    got = resize_for_model(x, 1024)
+    want = torch.nn.functional.interpolate(x, size=dst_hw, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(got, want, atol=3e-7, rtol=0)  # the same samples: arithmetic rounding only
+
+
+@pytest.mark.parametrize("src_hw", [(375, 1242), (700, 1100), (72, 104)])
+def test_preprocess_keeps_torch_where_the_sample_positions_would_differ(src_hw):
+    from lotus2_ros.model.resize import capped_size, processing_size, resize_for_model
+
+    x = torch.from_numpy(np.random.default_rng(1).random((1, 3, *src_hw), dtype=np.float32))
+    want = x
+    for size in (capped_size(*src_hw, 1024), processing_size(*src_hw, 1024)):
+        if tuple(want.shape[-2:]) != size:
+            want = torch.nn.functional.interpolate(want, size=size, mode="bilinear", align_corners=False)
+    # Where a step may use OpenCV both sample alike, so the result is within a few ulp; where it
+    # may not, torch runs: the official input, to the bit in the fully-torch cases.
+    torch.testing.assert_close(resize_for_model(x, 1024), want, atol=3e-7, rtol=0)
+
+
+def test_resize_bilinear_on_the_cpu_keeps_the_memory_format_and_the_batch():
+    x = torch.from_numpy(np.random.default_rng(2).random((2, 3, 30, 40), dtype=np.float32))
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        got = resize_bilinear(t, (45, 61))
+        want = torch.nn.functional.interpolate(t, size=(45, 61), mode="bilinear", align_corners=False)
+        assert got.stride() == want.stride()
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)  # float32 vs double sample positions

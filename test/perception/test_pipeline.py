@@ -90,7 +90,7 @@ def fixed(passes):
 
 @pytest.fixture(scope="module")
 def refined(passes):
-    """Two sharpener steps per task on the fixed pass, counting the ``step()`` calls."""
+    """Two sharpener steps (both tasks batched) on the fixed pass, counting the ``step()`` calls."""
     refinement = passes["pipeline"].start_refinement(passes["ctx"], 2)
     done = [refinement.step() for _ in range(refinement.total_steps)]
     return dict(refinement=refinement, done=done, out=refinement.result())
@@ -236,21 +236,34 @@ def test_rectified_outputs_carry_the_rectified_camera(rectify_runs):
 
 
 # ----------------------------------------------------------------------------- refinement
-def test_a_refinement_needs_steps_times_tasks_step_calls(refined):
+def test_a_refinement_needs_one_step_call_per_batched_forward(refined):
     refinement = refined["refinement"]
-    assert refinement.total_steps == 2 * 2
-    assert refined["done"] == [False, False, False, True]
-    assert refinement.step() is True and refinement.steps_done == 4  # no further work once done
+    assert refinement.total_steps == 2  # depth and normal share each sharpener forward
+    assert refined["done"] == [False, True]
+    assert refinement.step() is True and refinement.steps_done == 2  # no further work once done
+
+
+def test_without_task_batching_a_refinement_needs_steps_times_tasks_step_calls(passes, refined, tiny_engine):
+    tiny_engine.batch_tasks = False
+    try:
+        refinement = passes["pipeline"].start_refinement(passes["ctx"], 2)
+        assert refinement.total_steps == 2 * 2
+        assert [refinement.step() for _ in range(4)] == [False, False, False, True]
+        out = refinement.result()
+    finally:
+        tiny_engine.batch_tasks = True
+    np.testing.assert_allclose(out.disparity, refined["out"].disparity, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out.normals, refined["out"].normals, atol=1e-4, rtol=0)
 
 
 def test_a_refinement_defaults_to_the_configured_step_count_else_the_models(passes, tiny_engine):
     # sharpen_steps 0: the model's own (the tiny model has no model.json: the official 10 steps).
     assert passes["pipeline"].config.sharpen_steps == 0 and tiny_engine.info.settings.refine_steps == 10
     refinement = passes["pipeline"].start_refinement(passes["ctx"])
-    assert refinement.total_steps == 10 * 2
+    assert refinement.total_steps == 10  # one batched forward per step for both tasks
     assert refinement.done is False
     three = PerceptionPipeline(_config(sharpen_steps=3), tiny_engine)
-    assert three.start_refinement(passes["ctx"]).total_steps == 3 * 2
+    assert three.start_refinement(passes["ctx"]).total_steps == 3
 
 
 def test_a_refined_result_is_marked_keeps_its_frame_and_differs_from_the_core(refined, fixed, passes):
@@ -294,7 +307,7 @@ def test_a_zero_step_refinement_is_done_at_once_and_decodes_the_core_latents(pas
 def test_overhead_is_the_sum_of_the_non_forward_stages(fixed):
     stages = fixed.timings_ms
     forward = {k for k in stages if _is_forward(k)}
-    assert forward == {"encode", "core_depth", "lcm_depth", "core_normal", "lcm_normal",
+    assert forward == {"encode", "core_depth+normal", "lcm_depth", "lcm_normal",  # one core forward, both tasks
                        "decode_depth", "decode_normal"}
     assert {"preprocess", "postprocess_depth", "postprocess_normal", "products", "metric",
             "points"} <= set(stages) - forward
@@ -304,7 +317,7 @@ def test_overhead_is_the_sum_of_the_non_forward_stages(fixed):
 
 def test_refined_overhead_excludes_the_sharpener_forwards(refined):
     out = refined["out"]
-    assert {"sharpen_depth", "sharpen_normal"} <= set(out.timings_ms)
+    assert "sharpen_depth+normal" in out.timings_ms
     expected = sum(v for k, v in out.timings_ms.items() if not _is_forward(k))
     assert out.overhead_ms == pytest.approx(expected)
 

@@ -84,7 +84,7 @@ def test_predict_the_bag_tool_and_the_node_give_bit_identical_results_for_a_fram
         assert main(["predict", *model, "--sharpen-steps", str(steps), "-o", str(tmp_path / f"pred{steps}"),
                      str(png)]) == 0
     assert main(["process-bag", str(bag.path), "-o", str(tmp_path / "out"), *model, "--device", "cpu",
-                 "--dtype", "fp32", "--sharpen-steps", "1", "--no-progress"]) == 0
+                 "--dtype", "fp32", "--sharpen-steps", "1", "--with-core", "--no-progress"]) == 0
     from_bag = _bag_outputs(tmp_path / "out")
     from_node = _node_outputs(probe, dict(base_model=str(tiny_model.base_model), weights=str(tiny_model.weights),
                                           sharpen_steps=1), bag, tmp_path / "node.log", refined=True)
