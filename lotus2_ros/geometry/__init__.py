@@ -12,6 +12,7 @@ from lotus2_ros.geometry.camera import (
     points_to_pixels,
     undistort_normalized,
 )
+from lotus2_ros.geometry.camera_model import CameraModel, decompose_projection, is_rectified_calibration
 from lotus2_ros.geometry.lidar_projection import (
     DisparitySamples,
     LidarProjection,
@@ -45,6 +46,10 @@ __all__ = [
     "distort_normalized",
     "points_to_pixels",
     "undistort_normalized",
+    # camera_model.py
+    "CameraModel",
+    "decompose_projection",
+    "is_rectified_calibration",
     # normals.py
     "model_to_optical",
     "normalize",

@@ -53,6 +53,10 @@ class PerceptionConfig:
     require_camera_info: bool = _f(True, "drop images until a matching camera_info has arrived; without it "
                                    "only disparity and normals are published", read_only=True)
     rectify: bool = _f(False, "undistort/rectify raw images with camera_info D, K, R, P before the model")
+    camera_model: str = _f("auto", "camera model the input images follow: raw (camera_info K and D), rectified (the "
+                           "full P after R, e.g. image_rect, whatever D says) or auto (rectified when D is all zero "
+                           "and R or P differs from [K|0]); with rectify true they are raw and the outputs rectified",
+                           choices=("auto", "raw", "rectified"))
     # --- scheduling --------------------------------------------------------------------------
     sharpen_rate_hz: float = _f(1.0, "rate of refined (sharpened) frames; 0 disables refinement",
                                 range_=(0.0, 100.0), unit="Hz")
@@ -115,6 +119,9 @@ class PerceptionConfig:
         if self.lidar_min_range_m >= self.lidar_max_range_m:
             raise ConfigError(f"lidar_min_range_m ({self.lidar_min_range_m}) must be below lidar_max_range_m "
                               f"({self.lidar_max_range_m})")
+        if self.rectify and self.camera_model == "rectified":
+            raise ConfigError("rectify is true but camera_model is rectified: rectify remaps raw images (use "
+                              "camera_model auto or raw, or rectify false for images that are rectified already)")
         if self.metric_source == "fixed" and not self.fixed_scale > 0:
             raise ConfigError(f"fixed_scale must be > 0 when metric_source is fixed, got {self.fixed_scale}")
 
@@ -130,6 +137,11 @@ class PerceptionConfig:
     def T_camera_lidar(self) -> np.ndarray:
         """``lidar_extrinsic`` as a ``[4,4]`` transform (LiDAR → camera optical frame)."""
         return rigid_transform(self.lidar_extrinsic)
+
+    @property
+    def input_rectified(self) -> bool | None:
+        """Whether the input images are rectified (``camera_model``): None leaves it to the camera_info rule."""
+        return {"auto": None, "raw": False, "rectified": True}[self.camera_model]
 
     def model_tasks(self) -> tuple[str, ...] | None:
         """``tasks`` for the model loader: None means the model's own."""

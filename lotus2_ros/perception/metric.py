@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..geometry.lidar_projection import LidarProjectionConfig, project_lidar_points, sample_disparity
+from ..geometry.calibration import CameraCalibration
+from ..geometry.camera_model import CameraModel
+from ..geometry.lidar_projection import LidarProjection, LidarProjectionConfig, project_lidar_points, sample_disparity
 from ..geometry.scale_fit import FitResult, ScaleFitConfig, fit_disparity_affine
 from ..geometry.temporal_filter import FilteredScale, ScaleFilterConfig, ScaleShiftFilter
 from .config import PerceptionConfig
@@ -91,14 +93,26 @@ class MetricFitter:
             valid=state.valid, filtered=state.valid, reason=fit.reason or state.reason)
         return _st(state), report
 
+    def project(self, ref: MetricReference, calibration: CameraCalibration) -> LidarProjection:
+        """The LiDAR points of ``ref`` the camera sees, in the image ``calibration`` describes.
+
+        The camera model is the one the outputs are aligned with (the pipeline writes
+        ``calibration`` so that the camera_info rule reads it: raw ``K`` + ``D``, or the full ``P``
+        after ``R``); the depth window, parallax-occlusion test and view margin are this fitter's.
+        ``lotus2 lidar-overlay`` draws exactly these points.
+        """
+        model = CameraModel.from_calibration(calibration)
+        if model.rectified:
+            return project_lidar_points(ref.points_lidar_m, ref.T_camera_lidar, model.camera, rectified=True,
+                                        P=calibration.P, R=calibration.R, config=self.projection_config)
+        return project_lidar_points(ref.points_lidar_m, ref.T_camera_lidar, model.camera, rectified=False,
+                                    config=self.projection_config)
+
     def _fit(self, ref: MetricReference, out) -> FitResult:
         if ref.points_lidar_m is not None:
             if out.calibration is None:
                 return fit_disparity_affine(np.zeros(0, np.float32), np.zeros(0, np.float32), self.fit_config)
-            # The output calibration describes the output image exactly: the raw camera (K, D) for
-            # raw input, the distortion-free rectified camera when the node rectifies.
-            projection = project_lidar_points(ref.points_lidar_m, ref.T_camera_lidar, out.calibration.camera,
-                                              rectified=False, config=self.projection_config)
+            projection = self.project(ref, out.calibration)
             samples = sample_disparity(out.disparity, projection, self.projection_config)
             return fit_disparity_affine(samples.disparity, samples.z_m, self.fit_config)
         depth = ref.depth_m

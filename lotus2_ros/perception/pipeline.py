@@ -15,6 +15,7 @@ than one step. :meth:`PerceptionPipeline.predict` does both for one image (the o
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
@@ -25,6 +26,7 @@ import torch
 
 from ..geometry.calibration import CameraCalibration
 from ..geometry.camera import PinholeCamera
+from ..geometry.camera_model import CameraModel, is_rectified_calibration
 from ..geometry.rectify import Rectifier
 from ..geometry.scale_fit import metric_depth_from_disparity
 from ..io.visualize import colorize_disparity, colorize_normals
@@ -69,14 +71,15 @@ class PerceptionOutput:
         stamp_ns, frame_id: Copied from the input frame (a refined output keeps its frame's stamp).
         refined: True for refinement (detail-sharpener) results.
         calibration: Calibration the outputs are aligned with, to publish as their camera_info: the
-            input's (raw), the rectified camera's (``rectify``), scaled to the output resolution;
-            None without camera_info.
+            input's (raw), the rectified camera's (``rectify`` or rectified input; with ``R`` and the
+            full ``P``), scaled to the output resolution; None without camera_info.
         rgb: ``uint8`` ``[H,W,3]`` the (rectified) input at output resolution (cloud colours).
         disparity: ``float32`` ``[H,W]`` relative disparity in [0,1] (larger = nearer); None if no depth task.
         normals: ``float32`` ``[H,W,3]`` unit normals, ROS optical frame, NaN invalid; None if no normal task.
         depth_m: ``float32`` ``[H,W]`` metric depth in metres, NaN invalid; None without a metric reference.
-        points_m: ``float32`` ``[H,W,3]`` metric points in the optical frame, NaN invalid; None unless
-            metric depth and a camera exist.
+        points_m: ``float32`` ``[H,W,3]`` metric points in the ``frame_id`` frame (the back-projection
+            with :attr:`camera_model`, ``P``'s offset included), NaN invalid; None unless metric depth
+            and a camera exist.
         scale_shift: ``(s, t)`` of ``depth_m = 1/(s·d + t)`` when metric.
         scale_fit: The reference fit of this frame (LiDAR / depth image sources), for ``~/scale_fit``.
         depth_colorized, normals_colorized: ``uint8`` RGB images for viewers (None if disabled).
@@ -106,6 +109,12 @@ class PerceptionOutput:
     def camera(self) -> PinholeCamera | None:
         """Intrinsics (and distortion, if raw) of the output images."""
         return self.calibration.camera if self.calibration is not None else None
+
+    @property
+    def camera_model(self) -> CameraModel | None:
+        """How points of the ``frame_id`` frame map to the output pixels: raw ``K`` + ``D``, or the
+        full ``P`` after ``R`` (see :func:`aligned_input`); None without camera_info."""
+        return CameraModel.from_calibration(self.calibration) if self.calibration is not None else None
 
     @property
     def overhead_ms(self) -> float:
@@ -143,6 +152,29 @@ def _points_from_depth(camera: PinholeCamera, depth_m: np.ndarray) -> np.ndarray
     ray_x, ray_y = _ray_planes(camera)
     depth = np.ascontiguousarray(depth_m, dtype=np.float32)
     return cv2.merge([ray_x * depth, ray_y * depth, depth])  # [H,W,3]
+
+
+def aligned_input(rgb: np.ndarray, calibration: CameraCalibration, config: PerceptionConfig,
+                  rectifier: Rectifier) -> tuple[np.ndarray, CameraCalibration]:
+    """The image the model sees and the calibration it (and so every output) is aligned with.
+
+    With ``rectify`` the raw image is remapped to the rectified camera; otherwise it is used as it
+    is, following the camera model ``camera_model`` names (``auto``: the camera_info rule of
+    :mod:`~lotus2_ros.geometry.camera_model`). The calibration returned is written so that the
+    rule reads it unambiguously — rectified: ``D = 0``, ``K = P[:, :3]``, ``R`` and the full ``P``
+    (``Tx``, ``Ty``, ``Tz``); raw: as received, or with ``R = I``, ``P = [K | 0]`` where ``D = 0``
+    would otherwise read as rectified — so the LiDAR projection, the clouds and the published
+    camera_info all use one model (:attr:`PerceptionOutput.camera_model`). The LiDAR overlay tool
+    calls this too.
+    """
+    if config.rectify:
+        return rectifier.rectify(rgb, calibration.camera, calibration.R, calibration.P), calibration.as_rectified()
+    rectified = config.input_rectified
+    if rectified is None:
+        rectified = is_rectified_calibration(calibration)
+    if rectified:
+        return rgb, calibration.as_rectified()
+    return rgb, calibration.as_raw() if is_rectified_calibration(calibration) else calibration
 
 
 def backend_config(config: PerceptionConfig) -> BackendConfig:
@@ -306,10 +338,9 @@ class PerceptionPipeline:
         if cal is not None and (cal.height_px, cal.width_px) != rgb.shape[:2]:
             raise ValueError(f"calibration is {cal.width_px}x{cal.height_px} but the image is "
                              f"{rgb.shape[1]}x{rgb.shape[0]}")
-        if cal is not None and cfg.rectify:
-            with timer("rectify"):
-                rgb = self.rectifier.rectify(rgb, cal.camera, cal.R, cal.P)
-            cal = CameraCalibration(cal.rectified_camera)
+        if cal is not None:
+            with timer("rectify") if cfg.rectify else contextlib.nullcontext():
+                rgb, cal = aligned_input(rgb, cal, cfg, self.rectifier)
         with torch.inference_mode():
             with timer("preprocess"):
                 x = backend.preprocess(rgb)  # [1,3,h,w]
@@ -373,7 +404,10 @@ class PerceptionPipeline:
                     out.depth_m = metric_depth_from_disparity(out.disparity, *st, cfg.min_depth_m, cfg.max_depth_m)
             if out.depth_m is not None and out.camera is not None and want("points"):
                 with timer("points"):
-                    out.points_m = _points_from_depth(out.camera, out.depth_m)  # [H,W,3], NaN stays NaN
+                    model = out.camera_model
+                    out.points_m = _points_from_depth(model.camera, out.depth_m)  # [H,W,3], NaN stays NaN
+                    if not model.is_plain:  # rectified with R or P's Tx, Ty, Tz: into the frame_id frame
+                        model.from_camera_frame(out.points_m, out=out.points_m)
         out.timings_ms = dict(timer.timings_ms)
         return out
 
