@@ -566,7 +566,10 @@ class _BagRun:
         s.frames_processed += 1
         for o in (core, refined):
             if o is not None and o.scale_fit is not None:
-                s.fits[f"{'refined' if o.refined else 'core'}_{'valid' if o.scale_fit.valid else 'invalid'}"] += 1
+                kind = "refined" if o.refined else "core"
+                s.fits[f"{kind}_{'valid' if o.scale_fit.valid else 'invalid'}"] += 1
+                if o.scale_fit.reason_code:
+                    s.fits[f"{kind}_not_used:{o.scale_fit.reason_label}"] += 1
         stages["read"] = self._read_ms
         s.add_stages(core.timings_ms)
         forward_ms = sum(v for k, v in core.timings_ms.items() if is_forward(k))

@@ -23,6 +23,7 @@ from lotus2_ros.geometry.lidar_projection import (
 )
 from lotus2_ros.geometry.normals import model_to_optical, normalize, optical_to_model, planar_model_to_optical
 from lotus2_ros.geometry.scale_fit import (
+    FitReason,
     FitResult,
     ScaleFitConfig,
     fit_disparity_affine,
@@ -63,6 +64,7 @@ __all__ = [
     "project_lidar_points",
     "sample_disparity",
     # scale_fit.py
+    "FitReason",
     "FitResult",
     "ScaleFitConfig",
     "fit_disparity_affine",

@@ -19,7 +19,7 @@ Steps (:func:`fit_disparity_affine`):
    residual scale σ is 1.4826·MAD of the RANSAC inliers, the cut-off ``c = tukey_c·σ`` is kept
    in ``[0.001, 2τ]``, and each step solves the weighted least squares of ``s·d + t − 1/z`` with
    weights ``w(e)·z²`` (the relative residual, squared).
-4. Checks, each with its own ``reason``: scale positive, enough inliers (``|e| < c`` on all
+4. Checks, each with its own ``reason`` (text) and :class:`FitReason` (code): scale positive, enough inliers (``|e| < c`` on all
    points), spread of the inlier depths (``P95/P5`` at least ``min_depth_ratio``: one flat
    wall fixes no scale; also checked on the RANSAC sample before fitting), and a scale
    significantly above zero (``s / SE(s)`` at least ``min_scale_significance``; catches a
@@ -30,6 +30,7 @@ An invalid fit has NaN scale and shift: nothing can turn it into metres by accid
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 from dataclasses import dataclass, field
@@ -37,9 +38,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "FitReason",
     "FitResult",
     "ScaleFitConfig",
     "fit_disparity_affine",
+    "invalid_fit",
     "metric_depth_from_disparity",
 ]
 
@@ -47,6 +50,29 @@ __all__ = [
 FIT_SPACE = "disparity"
 _MAD_TO_SIGMA = 1.4826
 _MIN_CUTOFF = 1e-3  # relative depth; keeps the biweight finite for a perfect prediction
+
+
+class FitReason(enum.IntEnum):
+    """Why a frame's fit was not used: the ``REASON_*`` constants of ``msg/ScaleFit.msg`` (same values).
+
+    The fit gives ``TOO_FEW_POINTS`` … ``SCALE_NOT_SIGNIFICANT``; the metric stage adds the others.
+    """
+
+    OK = 0  #: the fit was valid and used
+    NO_POINTS_IN_VIEW = 1  #: no reference point falls in the image (extrinsic, frame ids, range window)
+    TOO_FEW_POINTS = 2  #: fewer usable points than min_points (occluded, on depth edges, invalid)
+    NO_DEPTH_SPREAD = 3  #: the reference depths span too little (one flat wall fixes no scale)
+    NO_DISPARITY_SPREAD = 4  #: the prediction does not vary at the reference points
+    NEGATIVE_SCALE = 5  #: the prediction runs opposite to the metric depth
+    TOO_FEW_INLIERS = 6  #: the robust fit explains too few points
+    SCALE_NOT_SIGNIFICANT = 7  #: the prediction does not follow the depth
+    REJECTED_BY_FILTER = 8  #: a valid fit that disagrees with the temporal filter's state (an outlier frame)
+    NO_CAMERA_INFO = 9  #: no calibration to project the reference with
+
+    @property
+    def label(self) -> str:
+        """Lower-case name, e.g. ``too_few_inliers`` (diagnostics keys, file metadata)."""
+        return self.name.lower()
 
 
 @dataclass(frozen=True)
@@ -126,6 +152,7 @@ class FitResult:
             fit is supported (the temporal filter compares fits there). NaN without inliers.
         inliers: [N] bool over the input arrays (False for dropped pairs).
         fit_space: Always ``"disparity"``.
+        reason_code: :class:`FitReason` of ``reason`` (``OK`` when valid).
     """
 
     valid: bool
@@ -139,9 +166,11 @@ class FitResult:
     disparity_range: tuple[float, float]
     inliers: np.ndarray = field(repr=False)
     fit_space: str = FIT_SPACE
+    reason_code: FitReason = FitReason.OK
 
 
 def _invalid(
+    code: FitReason,
     reason: str,
     num_points: int,
     size: int,
@@ -149,6 +178,7 @@ def _invalid(
     inliers: np.ndarray | None = None,
 ) -> FitResult:
     return FitResult(
+        reason_code=code,
         valid=False,
         reason=reason,
         scale=math.nan,
@@ -160,6 +190,11 @@ def _invalid(
         disparity_range=(math.nan, math.nan),
         inliers=np.zeros(size, dtype=bool) if inliers is None else inliers,
     )
+
+
+def invalid_fit(code: FitReason, reason: str, num_points: int = 0) -> FitResult:
+    """An invalid fit (NaN scale and shift) for a frame the fit could not even start on."""
+    return _invalid(code, reason, num_points, 0)
 
 
 def _no_depth_spread(z_lo: float, z_hi: float, config: ScaleFitConfig) -> str:
@@ -237,7 +272,7 @@ def fit_disparity_affine(
         rows = np.flatnonzero(np.isfinite(d_all) & np.isfinite(z_all) & (z_all > 0.0))
     n = int(rows.size)
     if n < config.min_points:
-        return _invalid(f"too few points: {n} < min_points={config.min_points}", n, size)
+        return _invalid(FitReason.TOO_FEW_POINTS, f"too few points: {n} < min_points={config.min_points}", n, size)
     # All points stay in their (usually float32) dtype; the samples that determine s and t are
     # float64.
     d, z = d_all[rows], z_all[rows]
@@ -257,7 +292,7 @@ def fit_disparity_affine(
     ys = 1.0 / zs
     z_lo, z_hi = _percentiles(zs, 5.0, 95.0)
     if z_hi < config.min_depth_ratio * z_lo:
-        return _invalid(_no_depth_spread(z_lo, z_hi, config), n, size)
+        return _invalid(FitReason.NO_DEPTH_SPREAD, _no_depth_spread(z_lo, z_hi, config), n, size)
     pairs = (draws[config.ransac_sample_size :] * ds.size).astype(np.intp)
     first, second = pairs[: config.ransac_hypotheses], pairs[config.ransac_hypotheses :]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -265,7 +300,8 @@ def fit_disparity_affine(
         t_h = ys[first] - s_h * ds[first]
     usable = np.flatnonzero(np.isfinite(s_h) & np.isfinite(t_h))
     if usable.size == 0:
-        return _invalid("no spread in predicted disparity: no two points differ in d", n, size)
+        return _invalid(FitReason.NO_DISPARITY_SPREAD,
+                        "no spread in predicted disparity: no two points differ in d", n, size)
     s_h, t_h = s_h[usable], t_h[usable]
     ds32, zs32 = ds.astype(np.float32), zs.astype(np.float32)
     residual = s_h.astype(np.float32)[:, None] * ds32  # [h,m]
@@ -278,6 +314,7 @@ def fit_disparity_affine(
     s, t = float(s_h[best]), float(t_h[best])
     if s <= 0.0:
         return _invalid(
+            FitReason.NEGATIVE_SCALE,
             f"negative scale: the best hypothesis has s={s:.4g} <= 0 (prediction runs opposite "
             "to the metric depth)",
             n,
@@ -316,7 +353,7 @@ def fit_disparity_affine(
         if converged:
             break
     if not (math.isfinite(s) and s > 0.0):
-        return _invalid(f"negative scale after refinement: s={s:.4g}", n, size)
+        return _invalid(FitReason.NEGATIVE_SCALE, f"negative scale after refinement: s={s:.4g}", n, size)
 
     # 4. Inliers on all points, checks (spreads on the subsample) and quality figures.
     e = (s * d + t) * z - 1.0
@@ -327,6 +364,7 @@ def fit_disparity_affine(
     needed = max(config.min_points, math.ceil(config.min_inlier_fraction * n))
     if num_inliers < needed:
         return _invalid(
+            FitReason.TOO_FEW_INLIERS,
             f"too few inliers: {num_inliers} of {n} points (need {needed})",
             n,
             size,
@@ -337,7 +375,8 @@ def fit_disparity_affine(
     stride = max(1, -(-num_inliers // config.max_fit_points))  # percentiles on a subsample
     z_lo, z_hi = _percentiles(z_in[::stride], 5.0, 95.0)
     if z_hi < config.min_depth_ratio * z_lo:
-        return _invalid(_no_depth_spread(z_lo, z_hi, config), n, size, num_inliers, inliers)
+        return _invalid(FitReason.NO_DEPTH_SPREAD, _no_depth_spread(z_lo, z_hi, config), n, size,
+                        num_inliers, inliers)
     weights_in = z_in * z_in
     dc = d_in - _dot(weights_in, d_in) / float(weights_in.sum())
     sxx = _dot(weights_in * dc, dc)
@@ -346,6 +385,7 @@ def fit_disparity_affine(
     significance = s * math.sqrt(sxx / residual_var) if residual_var > 0.0 else math.inf
     if not significance >= config.min_scale_significance:
         return _invalid(
+            FitReason.SCALE_NOT_SIGNIFICANT,
             f"scale not significant: s/SE(s)={significance:.3g} < "
             f"{config.min_scale_significance} (the prediction does not follow the depth)",
             n,

@@ -12,7 +12,8 @@ sort by time, for bags) it writes whichever products the result has::
     S_normal.npy    float32 [H,W,3] unit normals in the ROS optical frame (x right, y down, z forward)
     S_normal.png    the usual normal colouring
     S.ply           metric point cloud (x y z, normals, colours), optical frame, metres
-    S.json          what each file holds, and stamp, frame_id, refined or not, sizes, K, D, P, scale/shift, fit
+    S.json          what each file holds, and stamp, frame_id, refined or not, sizes, K, D, R, P, the camera
+                    model (raw or rectified), scale/shift, fit (with its reason)
 
 Each file is written to a temporary name and renamed, so a file that exists is complete.
 """
@@ -101,12 +102,16 @@ def frame_metadata(out: PerceptionOutput, files: list[str] | None = None) -> dic
     if out.calibration is not None:
         meta["K"] = out.calibration.K.tolist()
         meta["D"] = list(out.calibration.D)
+        meta["R"] = out.calibration.R.tolist()
         meta["P"] = out.calibration.P.tolist()
+        meta["camera_model"] = ("rectified: [u v w]' = P [R p; 1]" if out.camera_model.rectified
+                                else "raw: K and plumb_bob D")
     meta["depth_m"] = "1 / (scale * disparity + shift)"
     meta["scale_shift"] = list(out.scale_shift) if out.scale_shift is not None else None
     if out.scale_fit is not None:
         f = out.scale_fit
         meta["scale_fit"] = {"valid": bool(f.valid), "filtered": bool(f.filtered), "reason": f.reason,
+                             "reason_code": int(f.reason_code), "reason_name": f.reason_label,
                              "scale": _finite_or_none(f.scale), "shift": _finite_or_none(f.shift),
                              "num_points": int(f.num_points), "num_inliers": int(f.num_inliers),
                              "rmse_m": _finite_or_none(f.rmse_m), "abs_rel": _finite_or_none(f.abs_rel)}

@@ -11,6 +11,7 @@ stream — never resets the live state.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ import numpy as np
 from ..geometry.calibration import CameraCalibration
 from ..geometry.camera_model import CameraModel
 from ..geometry.lidar_projection import LidarProjection, LidarProjectionConfig, project_lidar_points, sample_disparity
-from ..geometry.scale_fit import FitResult, ScaleFitConfig, fit_disparity_affine
+from ..geometry.scale_fit import FitReason, FitResult, ScaleFitConfig, fit_disparity_affine, invalid_fit
 from ..geometry.temporal_filter import FilteredScale, ScaleFilterConfig, ScaleShiftFilter
 from .config import PerceptionConfig
 
@@ -48,7 +49,10 @@ class ScaleFitReport:
     """What ``~/scale_fit`` publishes for one frame.
 
     ``scale``/``shift`` are the values the metric outputs used (the filtered state) when
-    ``valid``; otherwise this frame's raw fit (NaN if the fit failed). ``reason`` says why not valid.
+    ``valid``; otherwise this frame's raw fit (NaN if the fit failed). ``reason_code``
+    (:class:`~lotus2_ros.geometry.scale_fit.FitReason`) and ``reason`` (the same in words, with
+    the figures) say why this frame's own fit was not used; ``valid`` can still be true then,
+    while the filtered state of earlier fits holds (``fit_hold_time_s``).
     """
 
     stamp_ns: int
@@ -63,6 +67,20 @@ class ScaleFitReport:
     filtered: bool
     reason: str
     fit_space: str = "disparity"
+    reason_code: int = FitReason.OK
+
+    @property
+    def reason_label(self) -> str:
+        """``ok``, ``too_few_inliers``, … (:attr:`FitReason.label`)."""
+        return FitReason(self.reason_code).label
+
+
+def fit_reason_counter(report: ScaleFitReport) -> str | None:
+    """The diagnostics counter of a frame whose fit was not used (``fits_not_used_<reason>``), else None.
+
+    The node adds one to it per such frame (``/diagnostics``), the bag tool per output set.
+    """
+    return None if report.reason_code == FitReason.OK else f"fits_not_used_{report.reason_label}"
 
 
 class MetricFitter:
@@ -86,11 +104,17 @@ class MetricFitter:
             return (_st(state), None)
         fit = self._fit(ref, out)
         state = filt.update(fit, out.stamp_ns)
+        code, reason = fit.reason_code, fit.reason
+        if fit.valid and state.decision == "rejected":
+            code = FitReason.REJECTED_BY_FILTER
+            reason = (f"rejected by the temporal filter: the fit differs from the filtered state by more than "
+                      f"{filt.config.gate:.0%} in depth ({filt.config.reinit_count} agreeing fits in a row "
+                      "re-initialise it)")
         report = ScaleFitReport(
             stamp_ns=out.stamp_ns, frame_id=out.frame_id,
             scale=state.scale if state.valid else fit.scale, shift=state.shift if state.valid else fit.shift,
             num_points=fit.num_points, num_inliers=fit.num_inliers, rmse_m=fit.rmse_m, abs_rel=fit.abs_rel,
-            valid=state.valid, filtered=state.valid, reason=fit.reason or state.reason)
+            valid=state.valid, filtered=state.valid, reason=reason or state.reason, reason_code=int(code))
         return _st(state), report
 
     def project(self, ref: MetricReference, calibration: CameraCalibration) -> LidarProjection:
@@ -111,14 +135,28 @@ class MetricFitter:
     def _fit(self, ref: MetricReference, out) -> FitResult:
         if ref.points_lidar_m is not None:
             if out.calibration is None:
-                return fit_disparity_affine(np.zeros(0, np.float32), np.zeros(0, np.float32), self.fit_config)
+                return invalid_fit(FitReason.NO_CAMERA_INFO, "no camera_info: the LiDAR cannot be projected")
             projection = self.project(ref, out.calibration)
+            if projection.num_in_view == 0:
+                p = self.projection_config
+                return invalid_fit(FitReason.NO_POINTS_IN_VIEW, (
+                    f"no LiDAR point in view: none of {projection.num_points} points lies in the image within "
+                    f"{p.min_range_m:g}..{p.max_range_m:g} m (check the extrinsic / TF and frame ids; "
+                    "lotus2 lidar-overlay shows where the points land)"))
             samples = sample_disparity(out.disparity, projection, self.projection_config)
-            return fit_disparity_affine(samples.disparity, samples.z_m, self.fit_config)
+            fit = fit_disparity_affine(samples.disparity, samples.z_m, self.fit_config)
+            if fit.reason_code == FitReason.TOO_FEW_POINTS:
+                fit = dataclasses.replace(fit, reason=(
+                    f"too few points: {fit.num_points} usable < fit_min_points={self.fit_config.min_points} "
+                    f"({projection.num_in_view} in view, {projection.num_occluded} hidden by the camera-LiDAR "
+                    f"parallax, {samples.num_edge_rejected} on depth edges or without a prediction)"))
+            return fit
         depth = ref.depth_m
         if depth.shape != out.disparity.shape:
             depth = cv2.resize(depth, out.disparity.shape[::-1], interpolation=cv2.INTER_NEAREST)
         valid = np.isfinite(depth) & (depth > 0)
+        if not valid.any():
+            return invalid_fit(FitReason.NO_POINTS_IN_VIEW, "the depth reference has no valid pixel")
         return fit_disparity_affine(out.disparity[valid], depth[valid], self.fit_config)
 
 

@@ -47,6 +47,7 @@ from ..io.errors import MessageError
 from ..perception.assembly import FrameAssembler
 from ..perception.config import READ_ONLY, ConfigError, PerceptionConfig
 from ..perception.messages import OUTPUT_TOPICS, REFINED_PREFIX, output_messages
+from ..perception.metric import fit_reason_counter
 from ..perception.pipeline import Frame, PerceptionOutput, Refinement, load_pipeline
 from ..perception.stats import NodeStats
 from .msg_types import rclpy_types
@@ -277,7 +278,16 @@ class PerceptionNode(Node):
         self.stats.output(latency_ms, out.refined)
         if out.scale_fit is not None:
             self.stats.count("fits_valid" if out.scale_fit.valid else "fits_invalid")
+            self._fit_not_used(out.scale_fit)
         self.stats.stages({("refined_" if out.refined else "") + k: v for k, v in out.timings_ms.items()})
+
+    def _fit_not_used(self, report) -> None:
+        """Why a frame's fit was not used (issue #14): counted per reason in /diagnostics, logged throttled."""
+        counter = fit_reason_counter(report)
+        if counter is not None:
+            self.stats.count(counter)
+            self.get_logger().warning(f"scale fit not used ({report.reason_label}): {report.reason}",
+                                      throttle_duration_sec=5.0)
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
