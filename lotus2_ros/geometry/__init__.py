@@ -22,6 +22,12 @@ from lotus2_ros.geometry.lidar_projection import (
     sample_disparity,
 )
 from lotus2_ros.geometry.normals import model_to_optical, normalize, optical_to_model, planar_model_to_optical
+from lotus2_ros.geometry.relative_alignment import (
+    AlignedPrediction,
+    RelativeAligner,
+    RelativeAlignmentConfig,
+    fit_affine_robust,
+)
 from lotus2_ros.geometry.scale_fit import (
     FitReason,
     FitResult,
@@ -63,6 +69,11 @@ __all__ = [
     "parallax_occlusion_mask",
     "project_lidar_points",
     "sample_disparity",
+    # relative_alignment.py
+    "AlignedPrediction",
+    "RelativeAligner",
+    "RelativeAlignmentConfig",
+    "fit_affine_robust",
     # scale_fit.py
     "FitReason",
     "FitResult",

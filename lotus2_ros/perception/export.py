@@ -106,6 +106,12 @@ def frame_metadata(out: PerceptionOutput, files: list[str] | None = None) -> dic
         meta["P"] = out.calibration.P.tolist()
         meta["camera_model"] = ("rectified: [u v w]' = P [R p; 1]" if out.camera_model.rectified
                                 else "raw: K and plumb_bob D")
+    alignment = getattr(out, "alignment", None)
+    if alignment is not None:
+        meta["relative_alignment"] = {
+            "meaning": "disparity = scale * model output + shift: on the scale of the sequence's first frame "
+                       "since the last reset", "scale": float(alignment.scale), "shift": float(alignment.shift),
+            "reset": bool(alignment.reset), "reset_reason": alignment.reason}
     meta["depth_m"] = "1 / (scale * disparity + shift)"
     meta["scale_shift"] = list(out.scale_shift) if out.scale_shift is not None else None
     if out.scale_fit is not None:
@@ -143,7 +149,8 @@ class FrameExporter:
         if out.disparity is not None:
             _save_npy(path("_depth.npy"), out.disparity)
             _save_rgb(path("_depth.png"), out.depth_colorized if out.depth_colorized is not None
-                      else colorize_disparity(out.disparity))
+                      else colorize_disparity(out.disparity, *((0.0, 1.0) if out.alignment is not None
+                                                               else (None, None))))
         if out.depth_m is not None:
             _save_npy(path("_depth_m.npy"), out.depth_m)
             _save_png16(path("_depth_m.png"), depth_m_to_mm(out.depth_m))

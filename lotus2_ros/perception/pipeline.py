@@ -28,6 +28,7 @@ from ..geometry.calibration import CameraCalibration
 from ..geometry.camera import PinholeCamera
 from ..geometry.camera_model import CameraModel, is_rectified_calibration
 from ..geometry.rectify import Rectifier
+from ..geometry.relative_alignment import AlignedPrediction, RelativeAligner, RelativeAlignmentConfig
 from ..geometry.scale_fit import metric_depth_from_disparity
 from ..io.visualize import colorize_disparity, colorize_normals
 from ..model.backend import BackendConfig, ModelBackend, StageTimer, load_backend
@@ -75,12 +76,17 @@ class PerceptionOutput:
             full ``P``), scaled to the output resolution; None without camera_info.
         rgb: ``uint8`` ``[H,W,3]`` the (rectified) input at output resolution (cloud colours).
         disparity: ``float32`` ``[H,W]`` relative disparity in [0,1] (larger = nearer); None if no depth task.
+            With ``relative_alignment`` it is on the scale of the sequence's first frame since the
+            last reset (values may leave [0,1] slightly; see ``alignment``).
         normals: ``float32`` ``[H,W,3]`` unit normals, ROS optical frame, NaN invalid; None if no normal task.
         depth_m: ``float32`` ``[H,W]`` metric depth in metres, NaN invalid; None without a metric reference.
         points_m: ``float32`` ``[H,W,3]`` metric points in the ``frame_id`` frame (the back-projection
             with :attr:`camera_model`, ``P``'s offset included), NaN invalid; None unless metric depth
             and a camera exist.
         scale_shift: ``(s, t)`` of ``depth_m = 1/(s·d + t)`` when metric.
+        alignment: With ``relative_alignment``: the scale and shift that put ``disparity`` on the
+            sequence's scale (``disparity`` is already aligned; the model's own output is
+            ``(disparity − shift) / scale``), and whether the running reference restarted here.
         scale_fit: The reference fit of this frame (LiDAR / depth image sources), for ``~/scale_fit``.
         depth_colorized, normals_colorized: ``uint8`` RGB images for viewers (None if disabled).
         process_hw: ``(height, width)`` in pixels the model ran at.
@@ -99,6 +105,7 @@ class PerceptionOutput:
     points_m: np.ndarray | None = None
     scale_shift: tuple[float, float] | None = None
     scale_fit: ScaleFitReport | None = None
+    alignment: AlignedPrediction | None = None
     depth_colorized: np.ndarray | None = None
     normals_colorized: np.ndarray | None = None
     process_hw: tuple[int, int] = (0, 0)
@@ -220,9 +227,10 @@ def load_pipeline(config: PerceptionConfig, metric=None) -> "PerceptionPipeline"
     return PerceptionPipeline(config, load_model(config), metric=metric)
 
 
-#: Settings of single-image use (``predict``, ``evaluate``, the demo, training validation): relative
-#: outputs only, no camera_info needed.
-OFFLINE_FIELDS = dict(metric_source="none", require_camera_info=False, publish_points=False)
+#: Settings of single-image use (``predict``, ``evaluate``, training validation): relative outputs
+#: only, no camera_info needed, every image on its own scale.
+OFFLINE_FIELDS = dict(metric_source="none", require_camera_info=False, publish_points=False,
+                      relative_alignment="off")  # independent images: never aligned to each other
 
 
 def offline_pipeline(backend: ModelBackend, **fields) -> "PerceptionPipeline":
@@ -260,6 +268,7 @@ class PerceptionPipeline:
         self.tasks = tuple(config.tasks) or backend.info.tasks
         backend.check_request(self.tasks, self.refine_steps)
         self._yields = frozenset(base_output_topics(config, self.tasks))
+        self.aligners = self._make_aligners(config)
 
     @property
     def refine_steps(self) -> int:
@@ -275,8 +284,20 @@ class PerceptionPipeline:
         if isinstance(self._metric, MetricFitter) and any(
                 getattr(config, f) != getattr(self.config, f) for f in fit_fields):
             self._metric = MetricFitter(config)
+        align_fields = ("relative_alignment", "alignment_min_inliers", "alignment_max_gap_s", "metric_source")
+        if any(getattr(config, f) != getattr(self.config, f) for f in align_fields):
+            self.aligners = self._make_aligners(config)
         self.config = config
         self._yields = frozenset(base_output_topics(config, self.tasks))
+
+    def _make_aligners(self, config: PerceptionConfig) -> dict[bool, RelativeAligner] | None:
+        """Per stream (live, refined): the relative-output aligner, or None when ``relative_alignment`` is off."""
+        if not config.aligns_relative:
+            return None
+        settings = RelativeAlignmentConfig(space=self.backend.info.depth_output,
+                                           min_inlier_fraction=config.alignment_min_inliers,
+                                           max_gap_ns=int(config.alignment_max_gap_s * 1e9))
+        return {False: RelativeAligner(settings), True: RelativeAligner(settings)}
 
     # ------------------------------------------------------------------ one image, start to end
     def predict(self, rgb: np.ndarray, refine_steps: int | None = None, wanted: set[str] | None = None,
@@ -390,10 +411,15 @@ class PerceptionPipeline:
                                    process_hw=ctx.process_hw, refine_steps=refine_steps)
             if "depth" in decoded:
                 out.disparity = decoded["depth"][0]
+                if self.aligners is not None:  # onto the sequence's scale (geometry.relative_alignment)
+                    out.alignment = self.aligners[refined].update(out.disparity, ctx.frame.stamp_ns)
+                    out.disparity = out.alignment.values
             if "normal" in decoded:
                 out.normals = decoded["normal"][0]
             if out.disparity is not None and want("depth/colorized"):
-                out.depth_colorized = colorize_disparity(out.disparity)
+                # Aligned outputs keep one colour scale: the model's [0, 1] range of the reference frame.
+                span = (0.0, 1.0) if out.alignment is not None else (None, None)
+                out.depth_colorized = colorize_disparity(out.disparity, *span)
             if out.normals is not None and want("normals/colorized"):
                 out.normals_colorized = colorize_normals(out.normals)
         if out.disparity is not None:
