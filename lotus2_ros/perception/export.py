@@ -37,7 +37,7 @@ from .pipeline import PerceptionOutput
 #: What each file holds (written into ``S.json`` too).
 FILE_MEANINGS = {
     "_depth.npy": "float32 [H,W] relative (affine-invariant) disparity in [0,1], larger = nearer "
-                  "(the official Lotus scale); not metres",
+                  "(the official Lotus scale, or the sequence's with relative_alignment); not metres",
     "_depth.png": "colour-mapped relative depth output (near red, far blue), for viewing",
     "_depth_m.npy": "float32 [H,W] metric depth in metres, NaN invalid",
     "_depth_m.png": "uint16 [H,W] metric depth in millimetres, 0 invalid (REP-118 16UC1)",
