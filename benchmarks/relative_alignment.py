@@ -37,7 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from lotus2_ros.geometry import PinholeCamera
-from lotus2_ros.geometry.relative_alignment import RelativeAligner, RelativeAlignmentConfig
+from lotus2_ros.geometry.relative_alignment import (
+    RelativeAligner,
+    RelativeAlignmentConfig,
+)
 from lotus2_ros.synthetic import camera_trajectory, make_scene, render
 
 CAMERA = PinholeCamera.from_fov(320, 240, 70.0)
@@ -143,8 +146,8 @@ def align(preds: list[np.ndarray], space: str = "disparity") -> tuple[list[np.nd
 
 
 def model_predictor(folder: Path):
-    from lotus2_ros.perception.pipeline import offline_pipeline
     from lotus2_ros.model.backend import BackendConfig, load_backend
+    from lotus2_ros.perception.pipeline import offline_pipeline
 
     backend = load_backend(BackendConfig(base_model=str(folder / "base_model"), weights=str(folder / "weights"),
                                          tasks=("depth",), device="cpu", dtype="fp32", load_refiner=False))

@@ -17,9 +17,19 @@ from lotus2_ros.io.msg_types import rosbags_types
 from lotus2_ros.perception import PerceptionConfig
 from lotus2_ros.perception.export import frame_metadata
 from lotus2_ros.perception.messages import build_scale_fit
-from lotus2_ros.perception.metric import MetricFitter, MetricReference, fit_reason_counter
-from lotus2_ros.synthetic import DEFAULT_T_CAMERA_LIDAR, LidarModel, camera_trajectory, make_indoor_scene, render
-from lotus2_ros.synthetic import simulate_lidar
+from lotus2_ros.perception.metric import (
+    MetricFitter,
+    MetricReference,
+    fit_reason_counter,
+)
+from lotus2_ros.synthetic import (
+    DEFAULT_T_CAMERA_LIDAR,
+    LidarModel,
+    camera_trajectory,
+    make_indoor_scene,
+    render,
+    simulate_lidar,
+)
 
 S, T = 2.0, 0.05
 T_CL = np.asarray(DEFAULT_T_CAMERA_LIDAR, dtype=float)
@@ -88,7 +98,7 @@ def test_a_single_outlier_frame_is_rejected_by_the_filter_while_the_state_holds(
 
 def test_the_reason_goes_on_the_wire_and_into_the_export(scene):
     calibration, disparity, points = scene
-    _, report = run(fitter(), calibration, disparity, np.zeros((0, 3), np.float32) + points[:0], 1)
+    _, report = run(fitter(), calibration, disparity, points[:0], 1)
     types = rosbags_types()
     msg = build_scale_fit(types, types.ScaleFit, report)
     raw = types.typestore.serialize_cdr(msg, msg.__msgtype__)
