@@ -37,6 +37,6 @@ class ReplayEngine(Lotus2Engine):
         for item in steps:
             yield dict(item)
 
-    def decode(self, latents):
+    def decode(self, latents, task=None):
         key = ("decode", tuple(latents.shape), float(latents.flatten()[0]))
         return self._cached(key, lambda: super(ReplayEngine, self).decode(latents))

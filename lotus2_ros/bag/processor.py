@@ -319,7 +319,7 @@ class _BagRun:
         # True while a frame or a batch of copies is being handed to the writer: a stop then cannot
         # tell whether it was queued, so the attempt's segment is discarded instead of checkpointed.
         self._dirty = False
-        self._filters_snapshot = pickle.dumps(self.fitter.filters if self.fitter else None)
+        self._filters_snapshot = pickle.dumps(self._temporal_state())
         self._pending: deque[_Pending] = deque()
         self._infos = RecentMessages(_KEEP_CAMERA_INFOS)
         self._refs = RecentMessages(_KEEP_REFERENCES)
@@ -425,12 +425,19 @@ class _BagRun:
     def _state(self) -> bytes:
         return pickle.dumps({"filters": self._filters_snapshot, "stats": self.stats})
 
+    def _temporal_state(self) -> tuple:
+        """What carries from frame to frame: the scale filters and the relative-output aligners."""
+        return self.fitter.filters if self.fitter else None, self.pipeline.aligners
+
     def _restore(self, state: bytes) -> None:
         doc = pickle.loads(state)  # noqa: S301 - written by this tool into the run's own folder
         self.stats = doc["stats"]
         self._filters_snapshot = doc["filters"]
+        filters, aligners = pickle.loads(doc["filters"])  # noqa: S301
         if self.fitter is not None:
-            self.fitter.filters = pickle.loads(doc["filters"])  # noqa: S301
+            self.fitter.filters = filters
+        if self.pipeline.aligners is not None:
+            self.pipeline.aligners = aligners
 
     # ------------------------------------------------------------------ connections
     def _register(self, out: OutputBag, connections: list[Any], typestore: Any) -> None:
@@ -512,8 +519,8 @@ class _BagRun:
             if p.ref_stamp is not None:
                 self._refs.unpin(p.ref_stamp)
             self._images_done += 1
-            if self.fitter is not None:
-                self._filters_snapshot = pickle.dumps(self.fitter.filters)
+            if self.fitter is not None or self.pipeline.aligners is not None:
+                self._filters_snapshot = pickle.dumps(self._temporal_state())
             self._dirty = False  # the frame is queued and counted: a consistent point again
             if self._bar is not None:
                 self._bar.update(1)
@@ -590,7 +597,10 @@ class _BagRun:
         s.frames_processed += 1
         for o in (core, refined):
             if o is not None and o.scale_fit is not None:
-                s.fits[f"{'refined' if o.refined else 'core'}_{'valid' if o.scale_fit.valid else 'invalid'}"] += 1
+                kind = "refined" if o.refined else "core"
+                s.fits[f"{kind}_{'valid' if o.scale_fit.valid else 'invalid'}"] += 1
+                if o.scale_fit.reason_code:
+                    s.fits[f"{kind}_not_used:{o.scale_fit.reason_label}"] += 1
         stages["read"] = self._read_ms
         forward_ms = 0.0
         if core is not None:

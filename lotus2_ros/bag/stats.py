@@ -27,7 +27,9 @@ class RunStats:
         frames_refined: Of those, how many also got detail-sharpened outputs.
         skipped: Images without outputs, by reason.
         reference_missing: Processed frames without metric reference data, by reason.
-        fits: Scale fits by kind: ``core_valid``, ``core_invalid``, ``refined_valid``, ``refined_invalid``.
+        fits: Scale fits by kind: ``core_valid``, ``core_invalid``, ``refined_valid``, ``refined_invalid``,
+            and frames whose own fit was not used by reason: ``core_not_used:<reason>`` (``FitReason``
+            labels, e.g. ``core_not_used:too_few_inliers``).
         stage_ms: Per-frame wall time of each stage, ms (pipeline stages, ``refined_…`` for the
             sharpened pass, and the bag stages ``read``, ``decode``, ``write_wait`` on the processing
             thread, ``write_bg`` (message building, serialisation, writing) and ``export_bg`` on the
@@ -90,6 +92,10 @@ class RunStats:
             valid, total = self.fit_rate(kind)
             if total:
                 lines.append(f"scale fits ({kind}): {valid}/{total} valid ({100.0 * valid / total:.1f} %)")
+                not_used = {k.split(":", 1)[1]: n for k, n in self.fits.items() if k.startswith(f"{kind}_not_used:")}
+                if not_used:
+                    lines.append("  frames whose own fit was not used: " + "; ".join(
+                        f"{n}× {why.replace('_', ' ')}" for why, n in sorted(not_used.items(), key=lambda i: -i[1])))
         if self.wall_s > 0 and self.frames_processed:
             lines.append(f"throughput: {self.frames_processed / self.wall_s:.2f} frames/s over {self.wall_s:.1f} s"
                          + (f" in {self.attempts} attempts" if self.attempts > 1 else ""))

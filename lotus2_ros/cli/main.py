@@ -12,6 +12,8 @@ SUBCOMMANDS = {
     "predict": ("predict", "depth / normals for image files"),
     "process-bag": ("process_bag", "run the perception pipeline over a ROS 2 bag into a new bag"),
     "process-bags": ("process_bag", "process many bags, shared between launcher processes (one GPU each)"),
+    "lidar-overlay": ("lidar_overlay", "LiDAR points drawn on the camera images of a bag or folder, with the metric "
+                                       "fit's projection: checks the LiDAR-camera calibration"),
     "demo": ("demo", "the product on a synthetic camera + LiDAR: the node graph (or --engine-only, the pipeline "
                      "alone) with a model folder or a tiny random model"),
     "make-tiny-model": ("models", "write a random tiny model in the official layout"),

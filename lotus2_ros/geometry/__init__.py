@@ -12,6 +12,7 @@ from lotus2_ros.geometry.camera import (
     points_to_pixels,
     undistort_normalized,
 )
+from lotus2_ros.geometry.camera_model import CameraModel, decompose_projection, is_rectified_calibration
 from lotus2_ros.geometry.lidar_projection import (
     DisparitySamples,
     LidarProjection,
@@ -21,7 +22,14 @@ from lotus2_ros.geometry.lidar_projection import (
     sample_disparity,
 )
 from lotus2_ros.geometry.normals import model_to_optical, normalize, optical_to_model, planar_model_to_optical
+from lotus2_ros.geometry.relative_alignment import (
+    AlignedPrediction,
+    RelativeAligner,
+    RelativeAlignmentConfig,
+    fit_affine_robust,
+)
 from lotus2_ros.geometry.scale_fit import (
+    FitReason,
     FitResult,
     ScaleFitConfig,
     fit_disparity_affine,
@@ -45,6 +53,10 @@ __all__ = [
     "distort_normalized",
     "points_to_pixels",
     "undistort_normalized",
+    # camera_model.py
+    "CameraModel",
+    "decompose_projection",
+    "is_rectified_calibration",
     # normals.py
     "model_to_optical",
     "normalize",
@@ -57,7 +69,13 @@ __all__ = [
     "parallax_occlusion_mask",
     "project_lidar_points",
     "sample_disparity",
+    # relative_alignment.py
+    "AlignedPrediction",
+    "RelativeAligner",
+    "RelativeAlignmentConfig",
+    "fit_affine_robust",
     # scale_fit.py
+    "FitReason",
     "FitResult",
     "ScaleFitConfig",
     "fit_disparity_affine",

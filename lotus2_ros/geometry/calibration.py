@@ -103,6 +103,17 @@ class CameraCalibration:
         p = self.P
         return PinholeCamera(self.width_px, self.height_px, p[0, 0], p[1, 1], p[0, 2], p[1, 2])
 
+    def as_rectified(self) -> CameraCalibration:
+        """The calibration of the rectified image: ``K = P[:, :3]``, no distortion; ``R`` and the full
+        ``P`` (``Tx``, ``Ty``, ``Tz``) kept, so the camera_info rule reads it as rectified whenever
+        ``P``'s last column or ``R`` matter (see :mod:`~lotus2_ros.geometry.camera_model`)."""
+        return CameraCalibration(self.rectified_camera, r=self.r, p=self.p)
+
+    def as_raw(self) -> CameraCalibration:
+        """The calibration of a raw image with ``R = I`` and ``P = [K | 0]``: what an image that
+        follows ``K`` and ``D`` alone is aligned with."""
+        return CameraCalibration(self.camera, distortion_model=self.distortion_model)
+
     def scaled(self, new_width_px: int, new_height_px: int) -> CameraCalibration:
         """The calibration after resizing the image (half-pixel convention for K and P).
 

@@ -7,11 +7,11 @@ optical axis in metres, like every depth image in the package.
 Two camera models, chosen by ``rectified`` to match the image the prediction was made on:
 
 * ``rectified=True`` (``image_rect``, or a raw image that the node rectified before the
-  model): the rectification rotation ``R`` (3x3) of ROS ``camera_info``, then the pinhole
-  ``P[:, :3]``: ``[u v w]' = P[:, :3]·R·p``. The cloud comes
-  in this camera's own frame (TF of the image's ``frame_id``), so ``P``'s ``Tx``/``Ty``, which
-  place a stereo pair's second camera in the first camera's frame, do not apply (as in
-  ``depth_image_proc`` and the rectifier). ``D`` is ignored.
+  model): the rectification rotation ``R`` (3x3) of ROS ``camera_info``, then the full 3x4
+  ``P``: ``[u v w]' = P·[R·p; 1]``, ``Tx``, ``Ty`` and ``Tz`` included, for a cloud brought into
+  the frame the camera_info's ``frame_id`` names (see :mod:`~lotus2_ros.geometry.camera_model`
+  for the convention and what it assumes). ``z_m`` is then ``w``, the depth seen from this
+  camera's own centre. ``D`` is ignored.
 * ``rectified=False`` (``image_raw``): ``K`` plus plumb_bob distortion ``D``, exactly
   :func:`~lotus2_ros.geometry.camera.points_to_pixels` with ``apply_distortion=True``. Points
   whose undistorted direction lies well outside the image are dropped before distorting, because
@@ -68,6 +68,7 @@ import cv2
 import numpy as np
 
 from lotus2_ros.geometry.camera import PinholeCamera, distort_normalized, undistort_normalized
+from lotus2_ros.geometry.camera_model import decompose_projection
 
 __all__ = [
     "DisparitySamples",
@@ -165,8 +166,8 @@ class LidarProjection:
         u_px: [M] float32 column of each point in the image projected into (rectified or raw),
             pixels (pixel centres at integers).
         v_px: [M] float32 row, pixels.
-        z_m: [M] float32 z-depth in the camera optical frame (the rectified frame for
-            ``rectified=True``), metres.
+        z_m: [M] float32 z-depth in the camera optical frame (for ``rectified=True``: in this
+            camera's own rectified frame, ``w`` of ``P·[R·p; 1]``), metres.
         indices: [M] int64 row of each point in the input cloud (flattened row-major when
             organised).
         width_px: Width of the image projected into, pixels.
@@ -243,26 +244,11 @@ def _check_pose(T_camera_lidar: np.ndarray) -> np.ndarray:
 
 def _rectified_model(
     camera: PinholeCamera, P: np.ndarray | None, R: np.ndarray | None
-) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Rotation into the rectified frame and the rectified intrinsics (fx, fy, cx, cy)."""
-    P_arr = camera.P if P is None else np.asarray(P, dtype=np.float64)
-    if P_arr.shape == (12,):
-        P_arr = P_arr.reshape(3, 4)
-    if P_arr.shape != (3, 4) or not np.all(np.isfinite(P_arr)):
-        raise ValueError(f"P must be a finite [3,4] matrix (or 12 values), got shape {P_arr.shape}")
-    fx, fy = P_arr[0, 0], P_arr[1, 1]
-    if fx <= 0.0 or fy <= 0.0 or P_arr[0, 1] != 0.0 or P_arr[1, 0] != 0.0:
-        raise ValueError(f"P must have positive focal lengths and no skew, got {P_arr.tolist()}")
-    if _max_abs_difference(P_arr[2], (0.0, 0.0, 1.0, 0.0)) > 1e-9:
-        raise ValueError(f"P's last row must be (0, 0, 1, 0), got {P_arr[2].tolist()}")
-    R_arr = np.eye(3) if R is None else np.asarray(R, dtype=np.float64)
-    if R_arr.shape == (9,):
-        R_arr = R_arr.reshape(3, 3)
-    if R_arr.shape != (3, 3) or not np.all(np.isfinite(R_arr)) or not _is_rotation(R_arr):
-        raise ValueError(f"R must be a [3,3] rotation (or 9 values), got {np.asarray(R).tolist()}")
-    # P[:, 3] (Tx, Ty of a stereo pair's second camera) places it in the first camera's frame;
-    # the cloud arrives in this camera's own frame, so only P[:, :3] applies.
-    return R_arr, (float(fx), float(fy), float(P_arr[0, 2]), float(P_arr[1, 2]))
+) -> tuple[np.ndarray, tuple[float, float, float, float], np.ndarray]:
+    """Rotation into the rectified frame, the rectified intrinsics (fx, fy, cx, cy) and the offset
+    ``t = K'^-1 P[:, 3]`` of this camera (metres): pixels are ``K'·(R·p + t)``."""
+    R_arr, K, t = decompose_projection(camera.P if P is None else P, R)
+    return R_arr, (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])), t
 
 
 @functools.lru_cache(maxsize=16)
@@ -328,9 +314,10 @@ def project_lidar_points(
         T_camera_lidar: [4,4] transform from the LiDAR frame to the camera optical frame.
         camera: The camera's ``K``, ``D`` and image size.
         rectified: True when the image (and so the prediction) is rectified: project with
-            ``P[:, :3]`` after ``R``. False for a raw image: project with ``K`` and ``D``.
+            the full ``P`` after ``R``. False for a raw image: project with ``K`` and ``D``.
         P: [3,4] (or 12 values) ``camera_info.p``; None uses ``camera.P`` (``[K | 0]``). Its
-            last column (a stereo baseline) is ignored, see the module docstring.
+            last column (``Tx``, ``Ty``, ``Tz``: a stereo camera's offset) applies; ``P[2, :3]``
+            must be ``(0, 0, 1)``. The image size is ``camera``'s.
         R: [3,3] (or 9 values) ``camera_info.r``, rotation from the camera frame into the
             rectified frame; None is the identity. Only with ``rectified=True``.
         config: Depth window and occlusion settings.
@@ -360,9 +347,9 @@ def project_lidar_points(
         fx, fy, cx, cy = camera.fx, camera.fy, camera.cx, camera.cy
         distorted = False
     elif rectified:
-        R_rect, (fx, fy, cx, cy) = _rectified_model(camera, P, R)
+        R_rect, (fx, fy, cx, cy), offset = _rectified_model(camera, P, R)
         M = R_rect @ T[:3, :3]
-        m = R_rect @ T[:3, 3]
+        m = R_rect @ T[:3, 3] + offset  # the LiDAR centre in this camera's own frame
         distorted = False
     else:
         if P is not None or R is not None:

@@ -20,7 +20,7 @@ Steps (:func:`fit_disparity_affine`):
    residual scale σ is 1.4826·MAD of the RANSAC inliers, the cut-off ``c = tukey_c·σ`` is kept
    in ``[0.001, 2τ]``, and each step solves the weighted least squares of ``s·d + t − 1/z`` with
    weights ``w(e)·z²`` (the relative residual, squared).
-4. Checks, each with its own ``reason``: scale positive, enough inliers (``|e| < c`` on all
+4. Checks, each with its own ``reason`` (text) and :class:`FitReason` (code): scale positive, enough inliers (``|e| < c`` on all
    points), spread of the inlier depths (``P95/P5`` at least ``min_depth_ratio``: one flat
    wall fixes no scale; also checked on the RANSAC sample before fitting), and a scale
    significantly above zero (``s / SE(s)`` at least ``min_scale_significance``; catches a
@@ -31,6 +31,7 @@ An invalid fit has NaN scale and shift: nothing can turn it into metres by accid
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 from dataclasses import dataclass, field
@@ -39,11 +40,13 @@ import numpy as np
 
 __all__ = [
     "FIT_SPACES",
+    "FitReason",
     "FitResult",
     "ScaleFitConfig",
     "fit_affine",
     "fit_depth_affine",
     "fit_disparity_affine",
+    "invalid_fit",
     "metric_depth_from_depth",
     "metric_depth_from_disparity",
     "metric_depth_from_relative",
@@ -55,6 +58,29 @@ FIT_SPACE = "disparity"
 FIT_SPACES = ("disparity", "depth")
 _MAD_TO_SIGMA = 1.4826
 _MIN_CUTOFF = 1e-3  # relative depth; keeps the biweight finite for a perfect prediction
+
+
+class FitReason(enum.IntEnum):
+    """Why a frame's fit was not used: the ``REASON_*`` constants of ``msg/ScaleFit.msg`` (same values).
+
+    The fit gives ``TOO_FEW_POINTS`` … ``SCALE_NOT_SIGNIFICANT``; the metric stage adds the others.
+    """
+
+    OK = 0  #: the fit was valid and used
+    NO_POINTS_IN_VIEW = 1  #: no reference point falls in the image (extrinsic, frame ids, range window)
+    TOO_FEW_POINTS = 2  #: fewer usable points than min_points (occluded, on depth edges, invalid)
+    NO_DEPTH_SPREAD = 3  #: the reference depths span too little (one flat wall fixes no scale)
+    NO_DISPARITY_SPREAD = 4  #: the prediction does not vary at the reference points
+    NEGATIVE_SCALE = 5  #: the prediction runs opposite to the metric depth
+    TOO_FEW_INLIERS = 6  #: the robust fit explains too few points
+    SCALE_NOT_SIGNIFICANT = 7  #: the prediction does not follow the depth
+    REJECTED_BY_FILTER = 8  #: a valid fit that disagrees with the temporal filter's state (an outlier frame)
+    NO_CAMERA_INFO = 9  #: no calibration to project the reference with
+
+    @property
+    def label(self) -> str:
+        """Lower-case name, e.g. ``too_few_inliers`` (diagnostics keys, file metadata)."""
+        return self.name.lower()
 
 
 @dataclass(frozen=True)
@@ -134,6 +160,7 @@ class FitResult:
             fit is supported (the temporal filter compares fits there). NaN without inliers.
         inliers: [N] bool over the input arrays (False for dropped pairs).
         fit_space: ``"disparity"`` (``1/z ≈ s·d + t``) or ``"depth"`` (``z ≈ s·d + t``).
+        reason_code: :class:`FitReason` of ``reason`` (``OK`` when valid).
     """
 
     valid: bool
@@ -147,9 +174,11 @@ class FitResult:
     disparity_range: tuple[float, float]
     inliers: np.ndarray = field(repr=False)
     fit_space: str = FIT_SPACE
+    reason_code: FitReason = FitReason.OK
 
 
 def _invalid(
+    code: FitReason,
     reason: str,
     num_points: int,
     size: int,
@@ -159,6 +188,7 @@ def _invalid(
 ) -> FitResult:
     return FitResult(
         fit_space=fit_space,
+        reason_code=code,
         valid=False,
         reason=reason,
         scale=math.nan,
@@ -170,6 +200,11 @@ def _invalid(
         disparity_range=(math.nan, math.nan),
         inliers=np.zeros(size, dtype=bool) if inliers is None else inliers,
     )
+
+
+def invalid_fit(code: FitReason, reason: str, num_points: int = 0, fit_space: str = FIT_SPACE) -> FitResult:
+    """An invalid fit (NaN scale and shift) for a frame the fit could not even start on."""
+    return _invalid(code, reason, num_points, 0, fit_space=fit_space)
 
 
 def _no_depth_spread(z_lo: float, z_hi: float, config: ScaleFitConfig) -> str:
@@ -276,7 +311,7 @@ def fit_affine(
         rows = np.flatnonzero(np.isfinite(d_all) & np.isfinite(z_all) & (z_all > 0.0))
     n = int(rows.size)
     if n < config.min_points:
-        return _invalid_(f"too few points: {n} < min_points={config.min_points}", n, size)
+        return _invalid_(FitReason.TOO_FEW_POINTS, f"too few points: {n} < min_points={config.min_points}", n, size)
     # All points stay in their (usually float32) dtype; the samples that determine s and t are
     # float64.
     d, z = d_all[rows], z_all[rows]
@@ -296,7 +331,7 @@ def fit_affine(
     ys = 1.0 / zs if inverse else zs
     z_lo, z_hi = _percentiles(zs, 5.0, 95.0)
     if z_hi < config.min_depth_ratio * z_lo:
-        return _invalid_(_no_depth_spread(z_lo, z_hi, config), n, size)
+        return _invalid_(FitReason.NO_DEPTH_SPREAD, _no_depth_spread(z_lo, z_hi, config), n, size)
     pairs = (draws[config.ransac_sample_size :] * ds.size).astype(np.intp)
     first, second = pairs[: config.ransac_hypotheses], pairs[config.ransac_hypotheses :]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -304,7 +339,8 @@ def fit_affine(
         t_h = ys[first] - s_h * ds[first]
     usable = np.flatnonzero(np.isfinite(s_h) & np.isfinite(t_h))
     if usable.size == 0:
-        return _invalid_(f"no spread in predicted {space}: no two points differ in d", n, size)
+        return _invalid_(FitReason.NO_DISPARITY_SPREAD,
+                         f"no spread in predicted {space}: no two points differ in d", n, size)
     s_h, t_h = s_h[usable], t_h[usable]
     ds32, zs32 = ds.astype(np.float32), zs.astype(np.float32)
     residual = s_h.astype(np.float32)[:, None] * ds32  # [h,m]
@@ -320,6 +356,7 @@ def fit_affine(
     s, t = float(s_h[best]), float(t_h[best])
     if s <= 0.0:
         return _invalid_(
+            FitReason.NEGATIVE_SCALE,
             f"negative scale: the best hypothesis has s={s:.4g} <= 0 (prediction runs opposite "
             "to the metric depth)",
             n,
@@ -358,7 +395,7 @@ def fit_affine(
         if converged:
             break
     if not (math.isfinite(s) and s > 0.0):
-        return _invalid_(f"negative scale after refinement: s={s:.4g}", n, size)
+        return _invalid_(FitReason.NEGATIVE_SCALE, f"negative scale after refinement: s={s:.4g}", n, size)
 
     # 4. Inliers on all points, checks (spreads on the subsample) and quality figures.
     e = (s * d + t) * z - 1.0 if inverse else (s * d + t) / z - 1.0
@@ -369,6 +406,7 @@ def fit_affine(
     needed = max(config.min_points, math.ceil(config.min_inlier_fraction * n))
     if num_inliers < needed:
         return _invalid_(
+            FitReason.TOO_FEW_INLIERS,
             f"too few inliers: {num_inliers} of {n} points (need {needed})",
             n,
             size,
@@ -379,7 +417,8 @@ def fit_affine(
     stride = max(1, -(-num_inliers // config.max_fit_points))  # percentiles on a subsample
     z_lo, z_hi = _percentiles(z_in[::stride], 5.0, 95.0)
     if z_hi < config.min_depth_ratio * z_lo:
-        return _invalid_(_no_depth_spread(z_lo, z_hi, config), n, size, num_inliers, inliers)
+        return _invalid_(FitReason.NO_DEPTH_SPREAD, _no_depth_spread(z_lo, z_hi, config), n, size,
+                         num_inliers, inliers)
     weights_in = z_in * z_in if inverse else 1.0 / (z_in * z_in)
     dc = d_in - _dot(weights_in, d_in) / float(weights_in.sum())
     sxx = _dot(weights_in * dc, dc)
@@ -388,6 +427,7 @@ def fit_affine(
     significance = s * math.sqrt(sxx / residual_var) if residual_var > 0.0 else math.inf
     if not significance >= config.min_scale_significance:
         return _invalid_(
+            FitReason.SCALE_NOT_SIGNIFICANT,
             f"scale not significant: s/SE(s)={significance:.3g} < "
             f"{config.min_scale_significance} (the prediction does not follow the depth)",
             n,

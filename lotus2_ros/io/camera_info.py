@@ -9,7 +9,7 @@ What is supported, and why:
   :class:`MessageError` rather than silently wrong geometry; rectify such cameras upstream
   (``image_proc``) and use the rectified topics.
 * ``K`` all zeros means "uncalibrated" (REP-104) and is rejected, as are NaN/Inf anywhere, skew,
-  and non-positive focal lengths. ``R`` all zeros is read as identity and ``P`` all zeros as
+  non-positive focal lengths and an ``R`` that is not a rotation. ``R`` all zeros is read as identity and ``P`` all zeros as
   ``[K | 0]`` (drivers without a rectification publish them that way).
 * Binning and ROI (REP-104) describe the published image as a crop (ROI, in full-resolution
   pixels) of the calibrated sensor, then binned. The calibration returned here is that of the
@@ -127,6 +127,9 @@ def camera_info_to_calibration(msg: Any) -> CameraCalibration:
     D = _plumb_bob_part(model, d)
     if not np.any(r):
         r = np.array(IDENTITY9)
+    R = r.reshape(3, 3)
+    if not (np.allclose(R @ R.T, np.eye(3), atol=1e-4) and np.linalg.det(R) > 0):
+        raise MessageError(f"CameraInfo.r {r.tolist()} is not a rotation matrix")
     try:
         camera = PinholeCamera.from_K(k.reshape(3, 3), full_w, full_h, D)
     except ValueError as err:

@@ -73,16 +73,17 @@ def _turbo_rgb_lut() -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def colorize_relative(values: np.ndarray, kind: str) -> np.ndarray:
+def colorize_relative(values: np.ndarray, kind: str, lo: float | None = None, hi: float | None = None) -> np.ndarray:
     """Colour-map a relative depth output so that near is red and far blue, whatever its kind.
 
     ``kind`` ``"disparity"`` (larger = nearer) is mapped as it is, ``"depth"`` (larger = farther)
-    negated first.
+    negated first. ``lo``/``hi``: the value range mapped to the ends (default: the finite extremes).
     """
     if kind == "disparity":
-        return colorize_disparity(values)
+        return colorize_disparity(values, lo, hi)
     if kind == "depth":
-        return colorize_disparity(-np.asarray(values, dtype=np.float32))
+        return colorize_disparity(-np.asarray(values, dtype=np.float32), None if hi is None else -hi,
+                                  None if lo is None else -lo)
     raise ValueError(f"kind must be disparity or depth, got {kind!r}")
 
 
@@ -114,3 +115,47 @@ def colorize_normals(normals_optical: np.ndarray) -> np.ndarray:
         if not np.isfinite(n).all():
             x[~np.isfinite(n).all(axis=-1)] = 0.0
     return x.astype(np.uint8)
+
+
+def draw_depth_points(rgb: np.ndarray, u_px: np.ndarray, v_px: np.ndarray, depth_m: np.ndarray, *,
+                      radius_px: int = 1, near_m: float | None = None, far_m: float | None = None) -> np.ndarray:
+    """Draw points on a copy of an image, coloured by depth (Turbo on inverse depth: near red, far blue).
+
+    Points are drawn far to near (nearer ones on top) as discs of ``radius_px``; colours are
+    spread over ``[near_m, far_m]`` (default: the 2nd and 98th percentile of the depths).
+
+    Args:
+        rgb: ``uint8`` ``[H,W,3]`` image.
+        u_px, v_px: ``[M]`` column and row of each point, pixels (centres at integers).
+        depth_m: ``[M]`` depth of each point, metres (> 0).
+        radius_px: Disc radius, pixels (0: single pixels).
+
+    Returns:
+        ``uint8`` ``[H,W,3]`` RGB.
+    """
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    z = np.asarray(depth_m, dtype=np.float64).reshape(-1)
+    if z.size == 0:
+        return out
+    h, w = out.shape[:2]
+    cols = np.floor(np.asarray(u_px, dtype=np.float64).reshape(-1) + 0.5).astype(np.int64)
+    rows = np.floor(np.asarray(v_px, dtype=np.float64).reshape(-1) + 0.5).astype(np.int64)
+    near = float(np.percentile(z, 2)) if near_m is None else near_m
+    far = float(np.percentile(z, 98)) if far_m is None else far_m
+    inverse = 1.0 / np.clip(z, 1e-6, None)
+    lo, hi = 1.0 / max(far, 1e-6), 1.0 / max(near, 1e-6)
+    index = np.clip((inverse - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).astype(np.uint8)
+    colours = _turbo_rgb_lut()[index, 0]  # [M,3]
+    r = int(radius_px)
+    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dx * dx + dy * dy <= r * r + r]
+    y = (rows[None, :] + np.array([o[0] for o in offsets])[:, None]).reshape(-1)  # [K·M] disc pixels
+    x = (cols[None, :] + np.array([o[1] for o in offsets])[:, None]).reshape(-1)
+    point = np.tile(np.arange(z.size), len(offsets))
+    inside = np.flatnonzero((y >= 0) & (y < h) & (x >= 0) & (x < w))
+    pixel, point = y[inside] * w + x[inside], point[inside]
+    # Per pixel the nearest point wins (a z-buffer): sort by pixel, then depth; first of each pixel.
+    order = np.lexsort((z[point], pixel))
+    pixel, point = pixel[order], point[order]
+    first = np.flatnonzero(np.r_[True, pixel[1:] != pixel[:-1]])
+    out.reshape(-1, 3)[pixel[first]] = colours[point[first]]
+    return out

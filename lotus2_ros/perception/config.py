@@ -62,7 +62,11 @@ class PerceptionConfig:
                            unit="px")
     rectify: bool = _f(True, "undistort/rectify raw images with camera_info D, K, R, P before the model, so that "
                        "outputs follow the rectified camera P (what depth_image_proc and image_geometry expect); "
-                       "false keeps them aligned with the raw distorted image (K, D)")
+                       "false keeps them aligned with the raw distorted image (K, D); images that are rectified "
+                       "already (camera_model) are used as they are")
+    camera_model: str = _f("auto", "camera model the input images follow: raw (camera_info K and D), rectified (the "
+                           "full P after R, e.g. image_rect, whatever D says) or auto (rectified when D is all zero "
+                           "and R or P differs from [K|0])", choices=("auto", "raw", "rectified"))
     # --- scheduling --------------------------------------------------------------------------
     sharpen_rate_hz: float = _f(1.0, "rate of refined (sharpened) frames; 0 disables refinement",
                                 range_=(0.0, 100.0), unit="Hz")
@@ -79,6 +83,16 @@ class PerceptionConfig:
     publish_points: bool = _f(True, "publish the metric point cloud (only when a metric reference exists)")
     min_depth_m: float = _f(0.1, "metric depths below this are invalid (NaN)", range_=(0.0, 1000.0), unit="m")
     max_depth_m: float = _f(100.0, "metric depths beyond this are invalid (NaN)", range_=(0.0, 10000.0), unit="m")
+    # --- relative outputs without a metric reference --------------------------------------------
+    relative_alignment: str = _f("auto", "keep relative outputs on one scale through a sequence: each frame's "
+                                 "prediction is aligned (scale and shift, robustly, in the output's space) to a running "
+                                 "reference of the previous frames, reset on a scene change; auto: on when "
+                                 "metric_source is none or fixed", choices=("auto", "on", "off"))
+    alignment_min_inliers: float = _f(0.5, "scene change: fewer cells of the downsampled prediction than this fraction "
+                                      "agree with the running reference (within 5 % of its spread) resets it",
+                                      range_=(0.0, 1.0))
+    alignment_max_gap_s: float = _f(2.0, "a frame this long after the previous one of its stream resets the running "
+                                    "reference", range_=(0.01, 3600.0), unit="s")
     # --- metric reference ----------------------------------------------------------------------
     metric_source: str = _f("none", "metric reference: none (relative only), fixed (depth = 1/(s*d + t) with "
                             "fixed_scale/fixed_shift), lidar ('lidar/points') or depth_image ('depth_ref/image', "
@@ -147,6 +161,18 @@ class PerceptionConfig:
     def T_camera_lidar(self) -> np.ndarray:
         """``lidar_extrinsic`` as a ``[4,4]`` transform (LiDAR → camera optical frame)."""
         return rigid_transform(self.lidar_extrinsic)
+
+    @property
+    def input_rectified(self) -> bool | None:
+        """Whether the input images are rectified (``camera_model``): None leaves it to the camera_info rule."""
+        return {"auto": None, "raw": False, "rectified": True}[self.camera_model]
+
+    @property
+    def aligns_relative(self) -> bool:
+        """Whether relative outputs are aligned over time (``relative_alignment``, ``auto`` resolved)."""
+        if self.relative_alignment == "auto":
+            return self.metric_source in ("none", "fixed")
+        return self.relative_alignment == "on"
 
     def model_tasks(self) -> tuple[str, ...] | None:
         """``tasks`` for the model loader: None means the model's own."""

@@ -14,7 +14,8 @@ sort by time, for bags) it writes whichever products the result has::
     S_normal.npy    float32 [H,W,3] unit normals in the ROS optical frame (x right, y down, z forward)
     S_normal.png    the usual normal colouring
     S.ply           metric point cloud (x y z, normals, colours), optical frame, metres
-    S.json          what each file holds, and stamp, frame_id, refined or not, sizes, K, D, P, scale/shift, fit
+    S.json          what each file holds, and stamp, frame_id, refined or not, sizes, K, D, R, P, the camera
+                    model (raw or rectified), scale/shift, fit (with its reason)
 
 Each file is written to a temporary name and renamed, so a file that exists is complete.
 """
@@ -40,7 +41,7 @@ FILE_MEANINGS = {
     "_depth_std.npy": "float32 [H,W] per-pixel standard deviation of _depth.npy over the Lotus-G ensemble "
                       "(same units), NaN invalid",
     "_depth.npy": "float32 [H,W] relative (affine-invariant) disparity in [0,1], larger = nearer "
-                  "(the official Lotus scale); not metres",
+                  "(the official Lotus scale, or the sequence's with relative_alignment); not metres",
     "_depth.png": "colour-mapped relative depth output (near red, far blue), for viewing",
     "_depth_m.npy": "float32 [H,W] metric depth in metres, NaN invalid",
     "_depth_m.png": "uint16 [H,W] metric depth in millimetres, 0 invalid (REP-118 16UC1)",
@@ -114,13 +115,23 @@ def frame_metadata(out: PerceptionOutput, files: list[str] | None = None) -> dic
     if out.calibration is not None:
         meta["K"] = out.calibration.K.tolist()
         meta["D"] = list(out.calibration.D)
+        meta["R"] = out.calibration.R.tolist()
         meta["P"] = out.calibration.P.tolist()
+        meta["camera_model"] = ("rectified: [u v w]' = P [R p; 1]" if out.camera_model.rectified
+                                else "raw: K and plumb_bob D")
+    alignment = getattr(out, "alignment", None)
+    if alignment is not None:
+        meta["relative_alignment"] = {
+            "meaning": "relative output = scale * model output + shift: on the scale of the sequence's first frame "
+                       "since the last reset", "scale": float(alignment.scale), "shift": float(alignment.shift),
+            "reset": bool(alignment.reset), "reset_reason": alignment.reason}
     meta["depth_m"] = ("scale * relative_depth + shift" if out.relative_kind == "depth"
                        else "1 / (scale * disparity + shift)")
     meta["scale_shift"] = list(out.scale_shift) if out.scale_shift is not None else None
     if out.scale_fit is not None:
         f = out.scale_fit
         meta["scale_fit"] = {"valid": bool(f.valid), "filtered": bool(f.filtered), "reason": f.reason,
+                             "reason_code": int(f.reason_code), "reason_name": f.reason_label,
                              "scale": _finite_or_none(f.scale), "shift": _finite_or_none(f.shift),
                              "num_points": int(f.num_points), "num_inliers": int(f.num_inliers),
                              "rmse_m": _finite_or_none(f.rmse_m), "abs_rel": _finite_or_none(f.abs_rel)}
@@ -152,7 +163,8 @@ class FrameExporter:
         if out.relative is not None:
             _save_npy(path("_depth.npy"), out.relative)
             _save_rgb(path("_depth.png"), out.depth_colorized if out.depth_colorized is not None
-                      else colorize_relative(out.relative, out.relative_kind))
+                      else colorize_relative(out.relative, out.relative_kind,
+                                             *((0.0, 1.0) if out.alignment is not None else (None, None))))
         if out.depth_uncertainty is not None:
             _save_npy(path("_depth_std.npy"), out.depth_uncertainty)
         if out.depth_m is not None:

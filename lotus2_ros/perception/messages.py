@@ -72,4 +72,5 @@ def build_scale_fit(types: MessageTypes, cls: Any, report: ScaleFitReport) -> An
         cls, header=build_header(types, report.stamp_ns, report.frame_id), scale=float(report.scale),
         shift=float(report.shift), fit_space=report.fit_space, num_points=int(report.num_points),
         num_inliers=int(report.num_inliers), rmse_m=float(report.rmse_m), abs_rel=float(report.abs_rel),
-        valid=bool(report.valid), filtered=bool(report.filtered))
+        valid=bool(report.valid), filtered=bool(report.filtered), reason=int(report.reason_code),
+        reason_text=report.reason)

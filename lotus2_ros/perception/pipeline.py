@@ -15,6 +15,7 @@ than one step. :meth:`PerceptionPipeline.predict` does both for one image (the o
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
@@ -25,7 +26,9 @@ import torch
 
 from ..geometry.calibration import CameraCalibration
 from ..geometry.camera import PinholeCamera
+from ..geometry.camera_model import CameraModel, is_rectified_calibration
 from ..geometry.rectify import Rectifier
+from ..geometry.relative_alignment import AlignedPrediction, RelativeAligner, RelativeAlignmentConfig
 from ..geometry.scale_fit import metric_depth_from_relative
 from ..io.visualize import colorize_normals, colorize_relative
 from ..model.backend import BackendConfig, ModelBackend, StageTimer, load_backend
@@ -72,20 +75,27 @@ class PerceptionOutput:
         stamp_ns, frame_id: Copied from the input frame (a refined output keeps its frame's stamp).
         refined: True for refinement results (Lotus-2 detail sharpener, Lotus-G seed ensemble).
         calibration: Calibration the outputs are aligned with, to publish as their camera_info: the
-            input's (raw), the rectified camera's (``rectify``), scaled to the output resolution;
-            None without camera_info.
+            input's (raw), the rectified camera's (``rectify`` or rectified input; with ``R`` and the
+            full ``P``), scaled to the output resolution; None without camera_info.
         rgb: ``uint8`` ``[H,W,3]`` the (rectified) input at output resolution (cloud colours).
         disparity: ``float32`` ``[H,W]`` relative (affine-invariant) disparity in [0,1], larger =
             nearer — the depth output of disparity models (Lotus-2, Lotus-1 ``*-disparity``); else None.
+            With ``relative_alignment`` it is on the scale of the sequence's first frame since the
+            last reset (values may leave [0,1] slightly; see ``alignment``).
         relative_depth: ``float32`` ``[H,W]`` relative (affine-invariant) depth in [0,1], larger =
-            farther — the depth output of depth models (Lotus-1 ``v1-0``); else None.
+            farther — the depth output of depth models (Lotus-1 ``v1-0``); else None. Aligned as
+            ``disparity`` is.
         depth_uncertainty: ``float32`` ``[H,W]`` per-pixel standard deviation of the relative depth
             output over a Lotus-G ensemble, in its units (NaN invalid); None otherwise.
         normals: ``float32`` ``[H,W,3]`` unit normals, ROS optical frame, NaN invalid; None if no normal task.
         depth_m: ``float32`` ``[H,W]`` metric depth in metres, NaN invalid; None without a metric reference.
-        points_m: ``float32`` ``[H,W,3]`` metric points in the optical frame, NaN invalid; None unless
-            metric depth and a camera exist.
+        points_m: ``float32`` ``[H,W,3]`` metric points in the ``frame_id`` frame (the back-projection
+            with :attr:`camera_model`, ``P``'s offset included), NaN invalid; None unless metric depth
+            and a camera exist.
         scale_shift: ``(s, t)`` of ``depth_m = 1/(s·d + t)`` (disparity) or ``s·d + t`` (depth) when metric.
+        alignment: With ``relative_alignment``: the scale and shift that put the relative output on
+            the sequence's scale (it is already aligned; the model's own output is
+            ``(value − shift) / scale``), and whether the running reference restarted here.
         scale_fit: The reference fit of this frame (LiDAR / depth image sources), for ``~/scale_fit``.
         depth_colorized, normals_colorized: ``uint8`` RGB images for viewers (None if disabled).
         process_hw: ``(height, width)`` in pixels the model ran at.
@@ -106,6 +116,7 @@ class PerceptionOutput:
     points_m: np.ndarray | None = None
     scale_shift: tuple[float, float] | None = None
     scale_fit: ScaleFitReport | None = None
+    alignment: AlignedPrediction | None = None
     depth_colorized: np.ndarray | None = None
     normals_colorized: np.ndarray | None = None
     process_hw: tuple[int, int] = (0, 0)
@@ -128,6 +139,12 @@ class PerceptionOutput:
         if self.disparity is not None:
             return "disparity"
         return "depth" if self.relative_depth is not None else None
+
+    @property
+    def camera_model(self) -> CameraModel | None:
+        """How points of the ``frame_id`` frame map to the output pixels: raw ``K`` + ``D``, or the
+        full ``P`` after ``R`` (see :func:`aligned_input`); None without camera_info."""
+        return CameraModel.from_calibration(self.calibration) if self.calibration is not None else None
 
     @property
     def overhead_ms(self) -> float:
@@ -172,6 +189,30 @@ def _points_from_depth(camera: PinholeCamera, depth_m: np.ndarray) -> np.ndarray
     ray_x, ray_y = _ray_planes(camera)
     depth = np.ascontiguousarray(depth_m, dtype=np.float32)
     return cv2.merge([ray_x * depth, ray_y * depth, depth])  # [H,W,3]
+
+
+def aligned_input(rgb: np.ndarray, calibration: CameraCalibration, config: PerceptionConfig,
+                  rectifier: Rectifier) -> tuple[np.ndarray, CameraCalibration]:
+    """The image the model sees and the calibration it (and so every output) is aligned with.
+
+    An image that follows the rectified camera already (``camera_model``) is used as it is; a raw
+    one is remapped to the rectified camera with ``rectify``, else used as it is, following the
+    camera model ``camera_model`` names (``auto``: the camera_info rule of
+    :mod:`~lotus2_ros.geometry.camera_model`). The calibration returned is written so that the
+    rule reads it unambiguously — rectified: ``D = 0``, ``K = P[:, :3]``, ``R`` and the full ``P``
+    (``Tx``, ``Ty``, ``Tz``); raw: as received, or with ``R = I``, ``P = [K | 0]`` where ``D = 0``
+    would otherwise read as rectified — so the LiDAR projection, the clouds and the published
+    camera_info all use one model (:attr:`PerceptionOutput.camera_model`). The LiDAR overlay tool
+    calls this too.
+    """
+    rectified = config.input_rectified
+    if rectified is None:
+        rectified = is_rectified_calibration(calibration)
+    if rectified:  # nothing to rectify: the image follows P already
+        return rgb, calibration.as_rectified()
+    if config.rectify:
+        return rectifier.rectify(rgb, calibration.camera, calibration.R, calibration.P), calibration.as_rectified()
+    return rgb, calibration.as_raw() if is_rectified_calibration(calibration) else calibration
 
 
 def backend_config(config: PerceptionConfig) -> BackendConfig:
@@ -221,9 +262,10 @@ def load_pipeline(config: PerceptionConfig, metric=None) -> "PerceptionPipeline"
     return PerceptionPipeline(config, load_model(config), metric=metric)
 
 
-#: Settings of single-image use (``predict``, ``evaluate``, the demo, training validation): relative
-#: outputs only, no camera_info needed.
-OFFLINE_FIELDS = dict(metric_source="none", require_camera_info=False, publish_points=False)
+#: Settings of single-image use (``predict``, ``evaluate``, training validation): relative outputs
+#: only, no camera_info needed, every image on its own scale.
+OFFLINE_FIELDS = dict(metric_source="none", require_camera_info=False, publish_points=False,
+                      relative_alignment="off")  # independent images: never aligned to each other
 
 
 def offline_pipeline(backend: ModelBackend, **fields) -> "PerceptionPipeline":
@@ -264,6 +306,7 @@ class PerceptionPipeline:
         self.tasks = tuple(config.tasks) or backend.info.tasks
         backend.check_request(self.tasks, self.refine_steps)
         self._yields = self._output_topics(config)
+        self.aligners = self._make_aligners(config)
 
     def _output_topics(self, config: PerceptionConfig) -> frozenset[str]:
         info = self.backend.info
@@ -285,8 +328,20 @@ class PerceptionPipeline:
         if isinstance(self._metric, MetricFitter) and any(
                 getattr(config, f) != getattr(self.config, f) for f in fit_fields):
             self._metric = MetricFitter(config)
+        align_fields = ("relative_alignment", "alignment_min_inliers", "alignment_max_gap_s", "metric_source")
+        if any(getattr(config, f) != getattr(self.config, f) for f in align_fields):
+            self.aligners = self._make_aligners(config)
         self.config = config
         self._yields = self._output_topics(config)
+
+    def _make_aligners(self, config: PerceptionConfig) -> dict[bool, RelativeAligner] | None:
+        """Per stream (live, refined): the relative-output aligner, or None when ``relative_alignment`` is off."""
+        if not config.aligns_relative:
+            return None
+        settings = RelativeAlignmentConfig(space=self.backend.info.depth_output,
+                                           min_inlier_fraction=config.alignment_min_inliers,
+                                           max_gap_ns=int(config.alignment_max_gap_s * 1e9))
+        return {False: RelativeAligner(settings), True: RelativeAligner(settings)}
 
     # ------------------------------------------------------------------ one image, start to end
     def predict(self, rgb: np.ndarray, refine_steps: int | None = None, wanted: set[str] | None = None,
@@ -356,10 +411,9 @@ class PerceptionPipeline:
         if cal is not None and (cal.height_px, cal.width_px) != rgb.shape[:2]:
             raise ValueError(f"calibration is {cal.width_px}x{cal.height_px} but the image is "
                              f"{rgb.shape[1]}x{rgb.shape[0]}")
-        if cal is not None and cfg.rectify:
-            with timer("rectify"):
-                rgb = self.rectifier.rectify(rgb, cal.camera, cal.R, cal.P)
-            cal = CameraCalibration(cal.rectified_camera)
+        if cal is not None:
+            with timer("rectify") if cfg.rectify else contextlib.nullcontext():
+                rgb, cal = aligned_input(rgb, cal, cfg, self.rectifier)
         with torch.inference_mode():
             with timer("preprocess"):
                 x = backend.preprocess(rgb)  # [1,3,h,w]
@@ -449,18 +503,25 @@ class PerceptionPipeline:
                                    refined=refined, calibration=ctx.calibration_out, rgb=ctx.rgb_out,
                                    process_hw=ctx.process_hw, refine_steps=refine_steps)
             if "depth" in decoded:
+                relative = decoded["depth"][0]
+                if self.aligners is not None:  # onto the sequence's scale (geometry.relative_alignment)
+                    out.alignment = self.aligners[refined].update(relative, ctx.frame.stamp_ns)
+                    relative = out.alignment.values
                 if self.backend.info.depth_output == "depth":
-                    out.relative_depth = decoded["depth"][0]
+                    out.relative_depth = relative
                 else:
-                    out.disparity = decoded["depth"][0]
-            if "depth_std" in decoded:
-                out.depth_uncertainty = decoded["depth_std"][0]
+                    out.disparity = relative
+            if "depth_std" in decoded:  # in the (aligned) relative output's units
+                std = decoded["depth_std"][0]
+                out.depth_uncertainty = std if out.alignment is None else std * np.float32(abs(out.alignment.scale))
             if "normal" in decoded:
                 out.normals = decoded["normal"][0]
             if out.relative is not None and want("depth/colorized"):
-                out.depth_colorized = decoded.get("depth_colorized")  # made on the GPU
+                # Aligned outputs keep one colour scale: the model's [0, 1] range of the reference frame.
+                out.depth_colorized = None if out.alignment is not None else decoded.get("depth_colorized")  # GPU
                 if out.depth_colorized is None:
-                    out.depth_colorized = colorize_relative(out.relative, out.relative_kind)
+                    span = (0.0, 1.0) if out.alignment is not None else (None, None)
+                    out.depth_colorized = colorize_relative(out.relative, out.relative_kind, *span)
             if out.normals is not None and want("normals/colorized"):
                 out.normals_colorized = decoded.get("normal_colorized")
                 if out.normals_colorized is None:
@@ -474,7 +535,10 @@ class PerceptionPipeline:
                                                              cfg.max_depth_m)
             if out.depth_m is not None and out.camera is not None and want("points"):
                 with timer("points"):
-                    out.points_m = _points_from_depth(out.camera, out.depth_m)  # [H,W,3], NaN stays NaN
+                    model = out.camera_model
+                    out.points_m = _points_from_depth(model.camera, out.depth_m)  # [H,W,3], NaN stays NaN
+                    if not model.is_plain:  # rectified with R or P's Tx, Ty, Tz: into the frame_id frame
+                        model.from_camera_frame(out.points_m, out=out.points_m)
         out.timings_ms = dict(timer.timings_ms)
         return out
 

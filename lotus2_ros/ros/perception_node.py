@@ -50,6 +50,7 @@ from std_msgs.msg import Header
 
 from ..geometry.transforms import rigid_transform
 from ..perception.config import READ_ONLY, ConfigError, PerceptionConfig
+from ..perception.metric import fit_reason_counter
 from ..perception.outputs import OUTPUT_TOPICS, REFERENCE_SOURCES, planned_output_topics
 from ..perception.stats import NodeStats
 from .params import check_overrides, declare_config, on_set_parameters
@@ -368,7 +369,16 @@ class PerceptionNode(Node):
         self.stats.output(latency_ms, out.refined)
         if out.scale_fit is not None:
             self.stats.count("fits_valid" if out.scale_fit.valid else "fits_invalid")
+            self._fit_not_used(out.scale_fit)
         self.stats.stages({("refined_" if out.refined else "") + k: v for k, v in out.timings_ms.items()})
+
+    def _fit_not_used(self, report) -> None:
+        """Why a frame's fit was not used (issue #14): counted per reason in /diagnostics, logged throttled."""
+        counter = fit_reason_counter(report)
+        if counter is not None:
+            self.stats.count(counter)
+            self.get_logger().warning(f"scale fit not used ({report.reason_label}): {report.reason}",
+                                      throttle_duration_sec=5.0)
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

@@ -140,3 +140,23 @@ def test_a_finished_run_whose_rename_failed_is_completed_by_resume(small_bag, ti
     stats = process_bag(ProcessBagOptions(small_bag.path, out, config, copy_inputs=False, resume=True), tiny_engine)
     assert calls == [] and stats.frames_processed == 2  # nothing recomputed, only renamed
     assert len([m for m in read_bag(out) if m[0].endswith("/disparity")]) == 2
+
+
+def test_a_resumed_run_restores_the_relative_alignment_too(lidar_bag, tiny_engine, tmp_path):
+    """A fixed metric scale: relative outputs are aligned over time (``relative_alignment: auto``), so
+    the aligner's running reference must survive the stop for the resumed frames to be the same.
+    (The tiny random model's frames hardly agree: no scene-change reset here.)"""
+    config = fixed_config(relative_alignment="on", alignment_min_inliers=0.0)
+    reference = process_into(lidar_bag, tiny_engine, config, tmp_path / "reference")
+    frames = sorted(reference.export.glob("*.json"))
+    alignment = [json.loads(f.read_text())["relative_alignment"] for f in frames]
+    assert alignment[0]["reset"] and not alignment[1]["reset"] and alignment[1]["scale"] != 1.0
+    out, export = tmp_path / "out", tmp_path / "export"
+    should_stop, on_frame = _stop_after(1)
+    with pytest.raises(Interrupted):
+        run_bag(plan_bag_run(ProcessBagOptions(lidar_bag.path, out, config, export_dir=export), TINY_SETTINGS),
+                tiny_engine, should_stop=should_stop, on_frame=on_frame)
+    run_bag(plan_bag_run(ProcessBagOptions(lidar_bag.path, out, config, export_dir=export, resume=True),
+                         TINY_SETTINGS), tiny_engine)
+    assert canonical(read_bag(out)) == canonical(read_bag(reference.output))
+    assert folder_digest(export) == folder_digest(reference.export)

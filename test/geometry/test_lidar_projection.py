@@ -127,13 +127,13 @@ def test_P_and_K_paths_agree_for_an_undistorted_camera(indoor):
         np.testing.assert_allclose(other.z_m, rectified.z_m, rtol=1e-6)
 
 
-def test_rectified_projection_applies_R_then_P_and_ignores_a_stereo_baseline():
+def test_rectified_projection_applies_R_then_the_full_P_with_its_stereo_baseline():
     rng = np.random.default_rng(1)
     points = np.stack(
         [rng.uniform(-3, 3, 500), rng.uniform(-1, 1, 500), rng.uniform(2, 20, 500)], axis=1
     )
-    # A right camera of a stereo pair: Tx = -fx·B places it in the left camera's frame, but the
-    # cloud arrives in the right camera's own frame.
+    # A right camera of a stereo pair: Tx = -fx·B places it B to the right of the frame the
+    # cloud is given in (the camera_info's frame_id), as image_geometry projects it.
     P = np.array([[300.0, 0.0, 310.0, -300.0 * 0.12], [0.0, 300.0, 95.0, 0.0], [0, 0, 1.0, 0]])
     angle = math.radians(2.0)
     R = np.array(
@@ -143,7 +143,7 @@ def test_rectified_projection_applies_R_then_P_and_ignores_a_stereo_baseline():
     projection = project_lidar_points(
         points, np.eye(4), CAMERA, rectified=True, P=P, R=R, config=config
     )
-    homogeneous = points @ R.T @ P[:, :3].T  # [u v w]' = P[:, :3] R p
+    homogeneous = np.hstack([points @ R.T, np.ones((500, 1))]) @ P.T  # [u v w]' = P [R p; 1]
     u_ref = homogeneous[:, 0] / homogeneous[:, 2]
     v_ref = homogeneous[:, 1] / homogeneous[:, 2]
     inside = CAMERA.contains_px(u_ref, v_ref)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lotus2_ros.geometry import (
+    FitReason,
     LidarProjectionConfig,
     PinholeCamera,
     ScaleFitConfig,
@@ -151,7 +152,7 @@ def test_quality_figures_describe_the_inliers():
     d, z = _line(2000, rng)
     z[:300] = rng.uniform(0.5, 80.0, 300)  # 15 % gross outliers
     fit = fit_disparity_affine(d.astype(np.float32), z.astype(np.float32))
-    assert fit.valid and fit.reason == "" and fit.fit_space == "disparity"
+    assert fit.valid and fit.reason == "" and fit.reason_code == FitReason.OK and fit.fit_space == "disparity"
     assert fit.scale == pytest.approx(0.8, rel=0.02)
     assert fit.shift == pytest.approx(0.05, abs=0.002)
     assert fit.num_points == 2000
@@ -180,18 +181,18 @@ def test_the_fit_is_deterministic_and_ignores_nan_pairs():
 
 
 @pytest.mark.parametrize(
-    "case, reason",
+    "case, reason, code",
     [
-        ("no points", "too few points"),
-        ("nan points", "too few points"),
-        ("all outliers", "too few inliers"),
-        ("one depth", "no depth spread"),
-        ("constant prediction", "no spread in predicted disparity"),
-        ("noise prediction", "too few inliers"),
-        ("negative scale", "negative scale"),
+        ("no points", "too few points", FitReason.TOO_FEW_POINTS),
+        ("nan points", "too few points", FitReason.TOO_FEW_POINTS),
+        ("all outliers", "too few inliers", FitReason.TOO_FEW_INLIERS),
+        ("one depth", "no depth spread", FitReason.NO_DEPTH_SPREAD),
+        ("constant prediction", "no spread in predicted disparity", FitReason.NO_DISPARITY_SPREAD),
+        ("noise prediction", "too few inliers", FitReason.TOO_FEW_INLIERS),
+        ("negative scale", "negative scale", FitReason.NEGATIVE_SCALE),
     ],
 )
-def test_degenerate_inputs_give_an_invalid_fit_and_no_metric_depth(case, reason):
+def test_degenerate_inputs_give_an_invalid_fit_and_no_metric_depth(case, reason, code):
     rng = np.random.default_rng(5)
     d, z = _line(1000, rng)
     if case == "no points":
@@ -210,7 +211,7 @@ def test_degenerate_inputs_give_an_invalid_fit_and_no_metric_depth(case, reason)
         d = -d  # a depth-like map passed as disparity: larger = farther
     fit = fit_disparity_affine(d, z)
     assert not fit.valid
-    assert reason in fit.reason
+    assert reason in fit.reason and fit.reason_code == code
     assert math.isnan(fit.scale) and math.isnan(fit.shift)
     with pytest.raises(ValueError, match="scale"):
         metric_depth_from_disparity(np.ones((2, 2)), fit.scale, fit.shift)

@@ -150,6 +150,8 @@ def test_a_rational_polynomial_calibration_is_published_with_eight_coefficients(
         (dict(d=[0.1, np.inf, 0, 0, 0]), "CameraInfo.d contains NaN or Inf"),
         (dict(p=[np.nan] * 12), "CameraInfo.p contains NaN or Inf"),
         (dict(r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, np.nan]), "CameraInfo.r contains NaN or Inf"),
+        (dict(r=[2.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]), r"CameraInfo.r \[2.0, .*\] is not a rotation matrix"),
+        (dict(r=[-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]), "is not a rotation matrix"),  # a reflection
         (dict(k=[525.0, 3.0, 319.5, 0, 520.0, 239.5, 0, 0, 1]), "is not a valid pinhole matrix: K must have no skew"),
         (dict(k=[-525.0, 0, 319.5, 0, 520.0, 239.5, 0, 0, 1]), "is not a valid pinhole matrix: fx must be a positive"),
         (dict(width=0), "CameraInfo is empty: width 0, height 480"),

@@ -64,7 +64,7 @@ class StubBackend(ModelBackend):
     def iter_refine(self, cond, latents, num_steps, timer=None):
         return iter(())
 
-    def decode(self, latents):
+    def decode(self, latents, task=None):
         return torch.sigmoid(torch.nn.functional.interpolate(latents, scale_factor=8.0) * 3.0)  # [B,3,h,w]
 
     def to_depth(self, decoded, out_hw):

@@ -245,6 +245,7 @@ def test_generated_message_round_trips_through_rclpy_serialization(colcon_build,
         "header": "std_msgs/Header", "scale": "double", "shift": "double",
         "fit_space": "string", "num_points": "uint32", "num_inliers": "uint32",
         "rmse_m": "double", "abs_rel": "double", "valid": "boolean", "filtered": "boolean",
+        "reason": "uint8", "reason_text": "string",
     }
     assert Path(result["module"]).is_relative_to(colcon_build.site_packages())
 
@@ -349,7 +350,8 @@ def test_installed_node_publishes_scale_fit_over_dds(colcon_build, tiny_model, t
             print(json.dumps(dict(
                 stamp_equal=stamp_of(fit) == stamp, frame_id=fit.header.frame_id, scale=fit.scale, shift=fit.shift,
                 fit_space=fit.fit_space, num_points=fit.num_points, num_inliers=fit.num_inliers, rmse_m=fit.rmse_m,
-                abs_rel=fit.abs_rel, valid=fit.valid, pixels=int(reference.size),
+                abs_rel=fit.abs_rel, valid=fit.valid, reason=fit.reason, reason_text=fit.reason_text,
+                ok=ScaleFit.REASON_OK, pixels=int(reference.size),
                 depth_max_rel_err=float(np.nanmax(np.abs(depth[0] / reference - 1))) if depth else None)))
         finally:
             node_proc.terminate()
@@ -359,6 +361,7 @@ def test_installed_node_publishes_scale_fit_over_dds(colcon_build, tiny_model, t
     """, tmp_path, timeout_s=420, env_extra={"ROS_DOMAIN_ID": str(110 + os.getpid() % 100),
                                                "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
     assert result["stamp_equal"] and result["frame_id"] == "cam_optical" and result["valid"]
+    assert result["reason"] == result["ok"] == 0 and result["reason_text"] == ""
     assert result["fit_space"] == "disparity"
     assert result["scale"] == pytest.approx(2.0, rel=1e-3) and result["shift"] == pytest.approx(0.1, abs=1e-3)
     assert 30 <= result["num_inliers"] <= result["num_points"] <= result["pixels"]

@@ -27,6 +27,8 @@ SCALE_FIT_FIELDS = {
     "abs_rel": "float64",
     "valid": "bool",
     "filtered": "bool",
+    "reason": "uint8",
+    "reason_text": "string",
 }
 
 
@@ -35,11 +37,11 @@ def _package_xml() -> ET.Element:
 
 
 def _msg_fields(path: Path) -> dict[str, str]:
-    """``name -> type`` of a .msg file (comments and blank lines skipped; no constants here)."""
+    """``name -> type`` of a .msg file (comments, blank lines and constants skipped)."""
     fields = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
-        if line:
+        if line and "=" not in line:
             type_, name = line.split()[:2]
             fields[name] = type_
     return fields
@@ -92,6 +94,20 @@ def test_scale_fit_msg_has_the_documented_fields_in_order():
     assert list(fields.items()) == list(SCALE_FIT_FIELDS.items())
 
 
+def test_scale_fit_reason_constants_are_the_fit_reasons():
+    from lotus2_ros.geometry.scale_fit import FitReason
+
+    constants = {}
+    for line in (REPO / "msg" / "ScaleFit.msg").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            type_, assignment = line.split()
+            name, value = assignment.split("=")
+            assert type_ == "uint8"
+            constants[name] = int(value)
+    assert constants == {f"REASON_{r.name}": r.value for r in FitReason}
+
+
 def test_every_msg_file_is_generated_by_cmake():
     on_disk = sorted(f"msg/{p.name}" for p in (REPO / "msg").glob("*.msg"))
     assert sorted(_cmake_list("LOTUS2_ROS_MSGS")) == on_disk
@@ -103,8 +119,9 @@ def test_scale_fit_msg_parses_with_rosbags_for_bag_files():
 
     text = (REPO / "msg" / "ScaleFit.msg").read_text(encoding="utf-8")
     types = get_types_from_msg(text, "lotus2_ros/msg/ScaleFit")
-    _consts, fields = types["lotus2_ros/msg/ScaleFit"]
+    consts, fields = types["lotus2_ros/msg/ScaleFit"]
     assert [name for name, _ in fields] == list(SCALE_FIT_FIELDS)
+    assert ("REASON_TOO_FEW_INLIERS", "uint8", 6) in consts
 
 
 def test_scale_fit_msg_parses_with_rosidl_adapter_as_cmake_does():

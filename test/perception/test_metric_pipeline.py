@@ -144,3 +144,61 @@ def test_a_depth_output_model_is_fitted_in_depth_space_and_recovers_a_known_scal
     np.testing.assert_allclose(out.depth_m, s * relative.relative_depth + t, rtol=1e-5)
     # Fitting the same numbers as disparity would have given another map: the space matters.
     assert not np.allclose(1.0 / (s * relative.relative_depth + t), out.depth_m, rtol=0.05)
+
+
+# ----------------------------------------------------------------------------- stereo camera_info (full P)
+BASELINE_M = 0.5
+
+
+def stereo_right(camera: PinholeCamera, **kw) -> CameraCalibration:
+    """The right camera of a stereo pair: D = 0, P = [K | (−fx·B, 0, 0)] (frame_id: the left camera)."""
+    P = np.hstack([camera.K, [[-camera.fx * BASELINE_M], [0.0], [0.0]]])
+    return CameraCalibration(camera, p=tuple(P.ravel()), **kw)
+
+
+def frame_points_from_depth(depth, camera):
+    """depth_image_proc's registration formula: x = ((u − cx)·z − Tx)/fx, in the frame_id frame."""
+    v, u = np.mgrid[0:H, 0:W]
+    tx = -camera.fx * BASELINE_M
+    return np.stack([((u - camera.cx) * depth - tx) / camera.fx, (v - camera.cy) * depth / camera.fy, depth], -1)
+
+
+def test_a_stereo_right_camera_is_fitted_with_its_baseline_and_clouds_are_in_the_frame_id_frame(
+        tiny_model, tiny_engine, camera_and_rgb):
+    camera, rgb = camera_and_rgb
+    pipe = PerceptionPipeline(config(tiny_model, metric_source="lidar", sharpen_enabled=False), tiny_engine)
+    cal = stereo_right(camera)
+    relative, _ = pipe.process(Frame(rgb, 1, "left_optical", cal))
+    pf = frame_points_from_depth(consistent_depth(relative.disparity), camera)[::2, ::2].reshape(-1, 3)
+    T_lc = np.linalg.inv(T_CL)
+    sweep = (pf @ T_lc[:3, :3].T + T_lc[:3, 3]).astype(np.float32)
+    out, _ = pipe.process(Frame(rgb, 2, "left_optical", cal, MetricReference(sweep, T_CL, stamp_ns=2)))
+    assert out.camera_model.rectified and out.camera_model.t == pytest.approx((-BASELINE_M, 0.0, 0.0))
+    np.testing.assert_array_equal(out.calibration.P, cal.P)  # the published camera_info keeps Tx
+    assert out.scale_fit.valid and out.scale_shift == pytest.approx((S, T), rel=1e-4)
+    np.testing.assert_allclose(out.points_m, frame_points_from_depth(out.depth_m, camera), rtol=1e-5, atol=1e-5)
+    # The fit's points were those of the frame_id frame seen from the right camera: Tx ignored,
+    # they would land fx·B/z = 8–90 px off and the fit would not recover (S, T).
+    shifted = pipe._metric.project(MetricReference(sweep, T_CL), CameraCalibration(camera))
+    exact = pipe._metric.project(MetricReference(sweep, T_CL), out.calibration)
+    common = np.intersect1d(shifted.indices, exact.indices)
+    assert common.size > 50
+    du = (shifted.u_px[np.searchsorted(shifted.indices, common)] - exact.u_px[np.searchsorted(exact.indices, common)])
+    assert np.all(du > 5.0)
+
+
+def test_rectified_images_with_a_raw_D_follow_P_when_the_configuration_says_so(tiny_model, tiny_engine, camera_and_rgb):
+    """KITTI publishes rectified images with the raw camera's D: ``camera_model: rectified``."""
+    camera, rgb = camera_and_rgb
+    raw_d = PinholeCamera(W, H, camera.fx * 1.01, camera.fy * 1.01, camera.cx + 0.7, camera.cy - 0.4,
+                          D=(-0.37, 0.2, 0.0, 0.001, 0.0))
+    P = np.hstack([camera.K, [[-camera.fx * BASELINE_M], [0.0], [0.0]]])
+    cal = CameraCalibration(raw_d, p=tuple(P.ravel()))
+    auto = PerceptionPipeline(config(tiny_model, sharpen_enabled=False, rectify=False), tiny_engine)
+    forced = PerceptionPipeline(config(tiny_model, sharpen_enabled=False, camera_model="rectified"), tiny_engine)
+    a, _ = auto.process(Frame(rgb, 1, "cam", cal))
+    f, _ = forced.process(Frame(rgb, 1, "cam", cal))
+    assert a.calibration == cal and not a.camera_model.rectified  # D != 0: raw by the rule
+    assert f.calibration.camera == camera and f.camera_model.rectified
+    np.testing.assert_array_equal(f.calibration.P, P)
+    np.testing.assert_array_equal(a.disparity, f.disparity)  # the image itself is not touched

@@ -78,7 +78,9 @@ def passes(tiny_engine, rgb):
     q20, q40, q90 = (float(q) for q in np.quantile(relative.disparity, [0.2, 0.4, 0.9]))
     metric = dict(metric_source="fixed", fixed_scale=1.0, fixed_shift=-q20,
                   min_depth_m=1.0 / (q90 - q20), max_depth_m=1.0 / (q40 - q20))
-    pipeline = PerceptionPipeline(_config(**metric), tiny_engine)
+    # Frames of one stamp, refined several times: each is the model's own output, not aligned to
+    # the one before (relative_alignment has its own tests below).
+    pipeline = PerceptionPipeline(_config(**metric, relative_alignment="off"), tiny_engine)
     fixed, ctx = pipeline.process(_frame(rgb, CameraCalibration(CAMERA)))
     return dict(pipeline=pipeline, relative=relative, fixed=fixed, ctx=ctx, metric=metric)
 
@@ -333,3 +335,35 @@ def test_colourised_images_are_rgb8_at_output_size(fixed):
     near = fixed.depth_colorized[np.unravel_index(np.argmax(fixed.disparity), HW)].astype(int)
     far = fixed.depth_colorized[np.unravel_index(np.argmin(fixed.disparity), HW)].astype(int)
     assert near[0] > near[2] and far[2] > far[0]
+
+
+# ----------------------------------------------------------------------------- relative alignment
+def test_relative_outputs_stay_on_one_scale_without_a_metric_reference(tiny_engine, rgb, monkeypatch):
+    """The model's output of the second frame is the first one under an affine map (a frame-to-frame
+    normalisation change): with ``relative_alignment`` (auto: on for metric_source none) the
+    published disparity and its colours are the first frame's again; off, they jump."""
+    to_depth = tiny_engine.to_depth
+    maps = iter([(1.0, 0.0), (1.6, -0.3), (1.0, 0.0), (1.6, -0.3)])
+
+    def jumping(decoded, out_hw):
+        a, b = next(maps)
+        return a * to_depth(decoded, out_hw) + b
+
+    monkeypatch.setattr(tiny_engine, "to_depth", jumping)
+    runs = {}
+    for mode in ("auto", "off"):
+        pipeline = PerceptionPipeline(_config(tasks=["depth"], relative_alignment=mode), tiny_engine)
+        runs[mode] = [pipeline.process(Frame(rgb, STAMP_NS + k * 100_000_000, FRAME_ID, None))[0] for k in range(2)]
+    first, second = runs["auto"]
+    assert first.alignment.reset and not second.alignment.reset
+    assert second.alignment.scale == pytest.approx(1 / 1.6, rel=1e-4)
+    assert second.alignment.shift == pytest.approx(0.3 / 1.6, abs=1e-4)
+    np.testing.assert_allclose(second.disparity, first.disparity, atol=1e-5)
+    assert np.abs(second.depth_colorized.astype(int) - first.depth_colorized).max() <= 1
+    raw_first, raw_second = runs["off"]
+    assert raw_second.alignment is None
+    np.testing.assert_allclose(raw_second.disparity, 1.6 * raw_first.disparity - 0.3, atol=1e-5)
+
+
+def test_single_image_tools_never_align_one_image_to_another(tiny_pipeline):
+    assert tiny_pipeline.config.relative_alignment == "off" and tiny_pipeline.aligners is None

@@ -42,7 +42,7 @@ class FixedForwards(Lotus2Engine):
     def predict(self, cond, tasks, timer=None):
         return {task: torch.full_like(cond, float(i)) for i, task in enumerate(tasks)}
 
-    def decode(self, latents):
+    def decode(self, latents, task=None):
         return self.decoded["depth" if float(latents.flatten()[0]) == 0.0 else "normal"].clone()
 
 
@@ -85,7 +85,8 @@ def _run(tiny_engine, width, height, on_device=False):
     camera = PinholeCamera(width, height, 0.8 * width, 0.8 * width, width / 2 - 0.3, height / 2 + 0.2)
     config = PerceptionConfig(device="cpu", dtype="fp32", tasks=["depth", "normal"], sharpen_enabled=False,
                               metric_source="fixed", fixed_scale=SCALE, fixed_shift=SHIFT,
-                              min_depth_m=0.1, max_depth_m=80.0, process_res=1024)
+                              min_depth_m=0.1, max_depth_m=80.0, process_res=1024,
+                              relative_alignment="off")  # the per-frame products, as computed before
     pipeline = PerceptionPipeline(config, engine)
     pipeline.products_on_device = on_device
     rgb = (np.random.default_rng(1).random((height, width, 3)) * 255).astype(np.uint8)
