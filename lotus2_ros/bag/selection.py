@@ -8,7 +8,9 @@ something else in the bag: the point cloud carries x y z and colour but not the 
 Names (comma-separated; ``default`` and ``all`` expand):
 
 ==================  ============================================================================
-``disparity``       ``disparity`` (relative, 32FC1)
+``disparity``       the relative depth output (32FC1): ``disparity``, or ``relative_depth`` for
+                    Lotus-1 models that predict depth
+``uncertainty``     ``depth/uncertainty`` (Lotus-G ensembles: per-pixel std, 32FC1)
 ``depth``           ``depth/image`` (metres, 32FC1; frames with a metric reference)
 ``normals``         ``normals/image`` (32FC3, optical frame)
 ``points``          ``points`` (organised cloud: x y z rgb)
@@ -16,7 +18,7 @@ Names (comma-separated; ``default`` and ``all`` expand):
 ``colorized``       ``depth/colorized`` and ``normals/colorized`` (or one: ``depth_colorized``,
                     ``normals_colorized``)
 ``scale_fit``       ``scale_fit`` (LiDAR / depth-image references)
-``default``         disparity, depth, normals, points, colorized, scale_fit
+``default``         disparity, depth, normals, points, colorized, scale_fit, uncertainty
 ``all``             everything, clouds with normals: all the node publishes
 ==================  ============================================================================
 
@@ -30,7 +32,8 @@ from dataclasses import dataclass
 
 #: Output names → the (relative, base) topics they write.
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "disparity": ("disparity",),
+    "disparity": ("disparity", "relative_depth"),
+    "uncertainty": ("depth/uncertainty",),
     "depth": ("depth/image",),
     "normals": ("normals/image",),
     "points": ("points",),
@@ -40,7 +43,7 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "normals_colorized": ("normals/colorized",),
     "scale_fit": ("scale_fit",),
 }
-DEFAULT_OUTPUTS = ("disparity", "depth", "normals", "points", "colorized", "scale_fit")
+DEFAULT_OUTPUTS = ("disparity", "depth", "normals", "points", "colorized", "scale_fit", "uncertainty")
 #: Written whatever the selection.
 ALWAYS = ("depth/camera_info",)
 
