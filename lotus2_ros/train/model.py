@@ -80,26 +80,55 @@ def adapter_parameters(transformer: nn.Module, adapter_name: str) -> list[nn.Par
 
 def add_trainable_lora(transformer: nn.Module, adapter_name: str, rank: int, alpha: float,
                        targets: tuple[str, ...] = OFFICIAL_LORA_TARGETS) -> None:
-    """Add a fresh LoRA adapter (A random, B zero: starts as the base model) and make it trainable."""
+    """Add a fresh LoRA adapter (A random, B zero: starts as the base model).
+
+    Which parameters train is decided once every adapter exists (:func:`set_trainable`): peft's
+    ``add_adapter`` activates the new adapter and freezes every adapter added before it.
+    """
     from peft import LoraConfig
 
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=True)
     transformer.add_adapter(config, adapter_name=adapter_name)
-    params = adapter_parameters(transformer, adapter_name)
-    if not params:
+    if not adapter_parameters(transformer, adapter_name):
         raise ValueError(f"LoRA targets {list(targets)} match no Linear layer of the transformer")
-    for p in params:
-        p.requires_grad_(True)
 
 
 def load_trainable_lora(transformer: nn.Module, path: Path, adapter_name: str) -> int:
-    """Attach an official LoRA file as a trainable adapter (fine-tuning a release); returns its rank."""
-    spec = attach_lora(transformer, path, adapter_name)
-    for p in adapter_parameters(transformer, adapter_name):
-        p.requires_grad_(True)
-    return spec.rank
+    """Attach an official LoRA file as an adapter to fine-tune (a release); returns its rank.
+
+    Made trainable by :func:`set_trainable`, like a fresh adapter.
+    """
+    return attach_lora(transformer, path, adapter_name).rank
+
+
+def set_trainable(module: "Lotus2TrainModule", adapters: tuple[str, ...], *, lcms: bool, base: bool) -> None:
+    """Make exactly these parameters trainable, and freeze everything else.
+
+    Called once, after every adapter exists: each peft ``add_adapter`` / ``set_adapter`` makes
+    the adapter it names the only trainable one, so flags set while adding adapters do not last
+    (a two-task run would train only the last task's adapter).
+
+    Args:
+        module: The transformer, VAE (always frozen) and LCMs.
+        adapters: LoRA adapters that train, e.g. ``("depth_core", "normal_core")``.
+        lcms: Train every task's LCM (the core stage).
+        base: Train every weight of the transformer itself (a full fine-tune).
+
+    Raises:
+        ValueError: An adapter name has no parameters.
+    """
+    missing = [a for a in adapters if not adapter_parameters(module.transformer, a)]
+    if missing:
+        raise ValueError(f"no LoRA adapter named {missing} on the transformer")
+    module.requires_grad_(False)
+    for name, param in module.transformer.named_parameters():
+        if ".lora_" in name:
+            param.requires_grad_(any(f".{a}." in name for a in adapters))
+        else:
+            param.requires_grad_(base)
+    module.lcms.requires_grad_(lcms)
 
 
 def new_lcm(num_channels: int) -> LocalContinuityModule:

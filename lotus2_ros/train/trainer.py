@@ -52,6 +52,7 @@ from .model import (
     load_trainable_lora,
     lora_scalings,
     new_lcm,
+    set_trainable,
 )
 from .objectives import core_losses, sharpener_losses
 from .samples import depth_valid_mask
@@ -100,9 +101,13 @@ class Trainer:
         # 1. Modules: the base model, adapters and LCMs as the stage needs them.
         transformer, vae, schedule = load_base_modules(cfg.base_model, self.frozen_dtype)
         lcms = self._build_adapters(transformer, vae.config.latent_channels)
+        module = Lotus2TrainModule(transformer, vae, lcms)
+        # What trains is set once every adapter exists (peft freezes earlier adapters on each add).
+        set_trainable(module, tuple(f"{task}_{cfg.stage}" for task in cfg.tasks), lcms=cfg.stage == "core",
+                      base=cfg.full_finetune)
         if cfg.full_finetune:
-            transformer.float().requires_grad_(True)
-        for p in [p for p in transformer.parameters() if p.requires_grad]:
+            transformer.float()
+        for p in [p for p in module.parameters() if p.requires_grad]:
             p.data = p.data.float()  # trainable weights stay float32 whatever the frozen dtype
         if cfg.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
@@ -110,7 +115,6 @@ class Trainer:
         vae.eval()
         self.scalings = lora_scalings(transformer)
         self.transformer_config = dict(transformer.config)
-        module = Lotus2TrainModule(transformer, vae, lcms)
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise ValueError("nothing to train: no parameter requires gradients")
@@ -161,7 +165,7 @@ class Trainer:
             if cfg.stage == "core":
                 if files is not None and files.core_predictor.is_file() and files.lcm.is_file():
                     rank = load_trainable_lora(transformer, files.core_predictor, f"{task}_core")
-                    lcms[task] = load_lcm(files.lcm, channels).float().requires_grad_(True)
+                    lcms[task] = load_lcm(files.lcm, channels).float()
                     log.info("%s: fine-tuning the core predictor (rank %d) and LCM of %s", task, rank, cfg.weights)
                 else:
                     if files is not None:
