@@ -164,7 +164,7 @@ class Lotus2Engine:
                                f"latent_channels {vae.config.latent_channels}")
         prompt = load_prompt_embeds(
             weights, joint_attention_dim=transformer.config.joint_attention_dim,
-            pooled_projection_dim=transformer.config.pooled_projection_dim).to(device, dtype)
+            pooled_projection_dim=transformer.config.pooled_projection_dim, base_model=base).to(device, dtype)
         schedule = FlowSchedule.from_scheduler_dir(base / "scheduler")
 
         lcms = {}

@@ -132,7 +132,8 @@ class Trainer:
 
         # 3. The inference engine on the trained modules.
         prompt = load_prompt_embeds(cfg.prompt_embeds_dir, joint_attention_dim=transformer.config.joint_attention_dim,
-                                    pooled_projection_dim=transformer.config.pooled_projection_dim)
+                                    pooled_projection_dim=transformer.config.pooled_projection_dim,
+                                    base_model=cfg.base_model)
         device = "cpu" if acc.device.type == "cpu" else str(acc.device)
         engine_cfg = EngineConfig(base_model=Path(cfg.base_model), weights=Path(cfg.weights or out), tasks=cfg.tasks,
                                   device=device, dtype=cfg.base_dtype, process_res=None,
