@@ -36,7 +36,15 @@ from .latents import FlowSchedule, image_position_ids, pack_latents, text_positi
 from .lcm import LocalContinuityModule
 from .prompt_embeds import load_prompt_embeds
 from .resize import DEFAULT_PROCESS_RES, decoded_to_unit, images_to_tensor, resize_bilinear, resize_for_model
-from .weights import TASKS, TaskWeightFiles, WeightsError, activate_adapter, attach_lora, load_lcm
+from .weights import (
+    TASKS,
+    TaskWeightFiles,
+    WeightsError,
+    activate_adapter,
+    attach_lora,
+    load_lcm,
+    untrained_placeholder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +158,10 @@ class Lotus2Engine:
         for f in files.values():
             if config.load_sharpener:
                 f.check_exist()
+                if untrained_placeholder(f.detail_sharpener):  # a core-only export (see its manifest)
+                    raise WeightsError(f"{f.detail_sharpener} is an untrained placeholder (the official loader needs "
+                                       f"the file): this model has no {f.task} detail sharpener; use sharpen steps 0 "
+                                       "or train one with `lotus2 train-sharpener`")
             elif not (f.core_predictor.is_file() and f.lcm.is_file()):
                 raise WeightsError(f"missing Lotus-2 {f.task} core predictor or LCM file in {weights}")
         dtype, device = DTYPES[config.dtype], torch.device(config.device)

@@ -36,20 +36,27 @@ from ..io.images import write_rgb
 from ..io.visualize import colorize_disparity, colorize_normals
 from ..model.engine import DTYPES, EngineConfig, Lotus2Engine
 from ..model.prompt_embeds import load_prompt_embeds
-from ..model.weights import TaskWeightFiles, WeightsError, attach_lora, load_lcm
+from ..model.weights import TaskWeightFiles, WeightsError, attach_lora, load_lcm, untrained_placeholder
 from .config import TrainConfig
 from .data import BatchStream, heldout_samples, open_source
 from .metrics import DepthMetricsAccumulator, NormalMetricsAccumulator
+from .export import (
+    carry_weights_folder,
+    check_carried_files,
+    check_official_base_model,
+    check_official_lora,
+    copy_prompt_embeds,
+    export_base_model,
+    export_task_files,
+    write_manifest,
+)
 from .model import (
     LoraSettings,
     Lotus2TrainModule,
     add_trainable_lora,
-    copy_prompt_embeds,
-    copy_weights_folder,
-    export_base_model,
-    export_task_files,
     load_base_modules,
     load_trainable_lora,
+    lora_ranks,
     lora_scalings,
     new_lcm,
     set_trainable,
@@ -114,7 +121,9 @@ class Trainer:
         transformer.train()
         vae.eval()
         self.scalings = lora_scalings(transformer)
+        self.ranks = lora_ranks(transformer)
         self.transformer_config = dict(transformer.config)
+        self._check_exportable(transformer)
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise ValueError("nothing to train: no parameter requires gradients")
@@ -179,13 +188,25 @@ class Trainer:
                     raise WeightsError(f"{cfg.weights} lacks the {task} core predictor or LCM the sharpener builds on")
                 attach_lora(transformer, files.core_predictor, f"{task}_core")  # frozen
                 lcms[task] = load_lcm(files.lcm, channels).float()  # frozen
-                if files.detail_sharpener.is_file():
+                if files.detail_sharpener.is_file() and not untrained_placeholder(files.detail_sharpener):
                     rank = load_trainable_lora(transformer, files.detail_sharpener, f"{task}_sharpener")
                     log.info("%s: fine-tuning the detail sharpener (rank %d) of %s", task, rank, cfg.weights)
-                else:
+                else:  # none, or the untrained placeholder of a core-only export (all zero: it could not learn)
                     add_trainable_lora(transformer, f"{task}_sharpener", lora.rank_for(task), lora.alpha_for(task),
                                        lora.targets)
         return lcms
+
+    def _check_exportable(self, transformer) -> None:
+        """Refuse at the start, not after hours of training, what the official loader could not load."""
+        cfg = self.config
+        for task in cfg.tasks:
+            name = f"{task}_{cfg.stage}"
+            targets = transformer.peft_config[name].target_modules
+            check_official_lora(task, self.ranks[name], sorted(targets), f"adapter {name}")
+        if cfg.stage == "sharpener":
+            check_carried_files(cfg.weights)
+        if cfg.full_finetune:
+            check_official_base_model(cfg.base_model)
 
     # ------------------------------------------------------------------ checkpoints
     def _fsdp(self) -> bool:
@@ -395,7 +416,7 @@ class Trainer:
                 signal.signal(sig, handler)
         result.step = step
         acc.wait_for_everyone()
-        result.export_weights, result.export_base_model = self.export(out / "export")
+        result.export_weights, result.export_base_model = self.export(out / "export", step)
         acc.end_training()
         result.seconds = time.perf_counter() - t0
         return result
@@ -441,7 +462,7 @@ class Trainer:
                 f.write(json.dumps({"step": step, **named}) + "\n")
 
     # ------------------------------------------------------------------ export
-    def export(self, export_dir: Path) -> tuple[Path, Path | None]:
+    def export(self, export_dir: Path, step: int = 0) -> tuple[Path, Path | None]:
         """Write the official layout: ``export_dir/weights`` (+ ``export_dir/base_model`` if fully fine-tuned)."""
         cfg, acc = self.config, self.accelerator
         state = acc.get_state_dict(self.model) if self._fsdp() else self.module.state_dict()
@@ -451,12 +472,17 @@ class Trainer:
             meta = {"format": "lotus2", "stage": cfg.stage, "tasks": ",".join(cfg.tasks), "trainer": "lotus2_ros"}
             if weights_dir.exists():
                 shutil.rmtree(weights_dir)
-            if cfg.stage == "sharpener":
-                copy_weights_folder(cfg.weights, weights_dir)  # the frozen core, LCM and the other files
-            export_task_files(weights_dir, state, self.scalings, cfg.tasks, cfg.stage, meta)
-            copy_prompt_embeds(cfg.prompt_embeds_dir, weights_dir)
+            entries = {}
+            if cfg.stage == "sharpener":  # the frozen core, LCM and the other files, in the official form
+                entries |= carry_weights_folder(cfg.weights, weights_dir)
+            entries |= export_task_files(weights_dir, state, self.scalings, self.ranks, cfg.tasks, cfg.stage, meta)
+            entries |= copy_prompt_embeds(cfg.prompt_embeds_dir, weights_dir)
             if base_dir is not None:
                 export_base_model(cfg.base_model, base_dir, self.transformer_config, state)
+            write_manifest(weights_dir, entries, {"trainer": "lotus2_ros", "stage": cfg.stage, "tasks": list(cfg.tasks),
+                                                  "steps": step, "full_finetune": cfg.full_finetune,
+                                                  "base_model": "base_model/ beside this folder" if base_dir
+                                                  else Path(cfg.base_model).name})
             log.info("exported %s%s", weights_dir, f" and {base_dir}" if base_dir else "")
         acc.wait_for_everyone()
         return weights_dir, base_dir
