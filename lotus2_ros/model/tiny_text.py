@@ -139,7 +139,24 @@ def write_tiny_text_stack(
         clip_model = CLIPTextModel(clip_config).eval()
         t5_model = T5EncoderModel(t5_config).eval()
     clip_model.save_pretrained(base_dir / "text_encoder", safe_serialization=True)
+    _prefix_clip_keys(base_dir / "text_encoder" / "model.safetensors")
     t5_model.save_pretrained(base_dir / "text_encoder_2", safe_serialization=True)
+
+
+def _prefix_clip_keys(path: Path) -> None:
+    """Store the CLIP text model under ``text_model.*``, the layout of FLUX.1-dev's own file.
+
+    transformers 5 saves ``CLIPTextModel`` without that prefix and reads either; transformers 4
+    (what the official Lotus-2 code runs with) reads only the prefixed keys and otherwise
+    re-initialises the whole encoder at random, with a mere warning.
+    """
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    if all(k.startswith("text_model.") for k in tensors):
+        return
+    prefixed = {k if k.startswith("text_model.") else f"text_model.{k}": v.contiguous() for k, v in tensors.items()}
+    save_file(prefixed, str(path), metadata={"format": "pt"})
 
 
 def _byte_level_alphabet() -> list[str]:

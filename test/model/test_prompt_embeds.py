@@ -86,6 +86,16 @@ def test_tiny_stack_has_the_diffusers_flux_text_layout(tiny_base: Path) -> None:
         assert (tiny_base / encoder / "model.safetensors").is_file()
 
 
+def test_tiny_clip_is_stored_as_flux_stores_it_so_transformers_4_loads_it_too(tiny_base: Path, tiny_components: dict) -> None:
+    # transformers 4 (the official Lotus-2 code's) silently re-initialises a CLIP saved without the prefix.
+    with safe_open(str(tiny_base / "text_encoder" / "model.safetensors"), framework="pt") as handle:
+        keys = list(handle.keys())
+        assert keys and all(k.startswith("text_model.") for k in keys)
+        stored = handle.get_tensor("text_model.embeddings.token_embedding.weight")
+    loaded = tiny_components["text_encoder"].get_input_embeddings().weight
+    assert torch.equal(loaded, stored)
+
+
 def test_tiny_stack_loads_with_flux_pipeline_classes_and_requested_dims(
     tiny_components: dict,
 ) -> None:
