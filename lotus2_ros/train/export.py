@@ -335,7 +335,7 @@ def copy_prompt_embeds(src_dir: Path, dst_dir: Path) -> dict[str, dict]:
     if src.resolve() != (dst_dir / PROMPT_EMBEDS_FILENAME).resolve():
         shutil.copy2(src, dst_dir / PROMPT_EMBEDS_FILENAME)
     return {PROMPT_EMBEDS_FILENAME: {
-        "stage": "prompt_embeds", "trained": False,
+        "stage": "prompt_embeds",
         "holds": "the empty prompt's official embeddings (512 T5 tokens + pooled CLIP) from the base model's text "
                  "encoders, for lotus2_ros (the official inference computes them itself)"}}
 
