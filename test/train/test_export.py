@@ -128,3 +128,46 @@ def test_shipped_accelerate_configs_are_valid(name):
 
         for cls in config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
             assert hasattr(transformer_flux, cls)  # the block classes the FLUX transformer is made of
+
+
+def test_carrying_a_folder_of_other_ranks_pads_the_lora_and_rewrites_the_lcm_exactly(tmp_path, tiny_model):
+    """What train-sharpener does with a --weights folder not yet in the official form (the tiny model:
+    rank 4 / 8 LoRA, safetensors LCM): the export gets release-rank LoRA with the same B·A and a
+    torch-pickle LCM with the same tensors, and the manifest says what was converted."""
+    import zipfile
+
+    from lotus2_ros.model.weights import TaskWeightFiles
+    from lotus2_ros.train.export import carry_weights_folder
+
+    entries = carry_weights_folder(tiny_model.weights, tmp_path / "out")
+    for task, release in (("depth", 128), ("normal", 256)):
+        src, dst = TaskWeightFiles.in_folder(tiny_model.weights, task), TaskWeightFiles.in_folder(tmp_path / "out", task)
+        for kind in ("core_predictor", "detail_sharpener"):
+            a, b = (normalise_lora_keys(read_state_dict(getattr(f, kind)), "x") for f in (src, dst))
+            for module, pair in a.items():
+                assert b[module]["A"].shape[0] == release
+                torch.testing.assert_close(b[module]["B"] @ b[module]["A"], pair["B"] @ pair["A"], rtol=0, atol=0)
+            assert "zero-padded" in entries[getattr(dst, kind).name]["converted"]
+        assert zipfile.is_zipfile(dst.lcm)
+        lcm_src, lcm_dst = read_state_dict(src.lcm), read_state_dict(dst.lcm)
+        assert all(torch.equal(lcm_src[k], lcm_dst[k]) for k in lcm_src)
+    # in the official form now: a second carry copies every file byte for byte
+    again = carry_weights_folder(tmp_path / "out", tmp_path / "again")
+    for name in again:
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
+
+
+def test_a_full_fine_tune_needs_a_base_model_the_official_pipeline_can_load(tmp_path):
+    import json
+
+    from lotus2_ros.train.export import check_official_base_model
+
+    base = tmp_path / "base"
+    for sub in ("scheduler", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"):
+        (base / sub).mkdir(parents=True)
+    components = ("transformer", "vae", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+    (base / "model_index.json").write_text(json.dumps({c: ["x", "y"] for c in components}))
+    check_official_base_model(base)
+    (base / "text_encoder_2").rmdir()
+    with pytest.raises(ExportError, match="lacks text_encoder_2"):
+        check_official_base_model(base)
