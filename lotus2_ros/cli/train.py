@@ -40,8 +40,9 @@ def _hw(text: str) -> tuple[int, int]:
 
 
 def _wh(text: str) -> tuple[int, int]:
-    h, w = _hw(text)
-    return w, h  # given as WxH
+    """``WxH`` → ``(width, height)``: the same two numbers as :func:`_hw` reads, in the order given."""
+    w, h = _hw(text)
+    return w, h
 
 
 def _data_source(text: str):

@@ -404,3 +404,16 @@ def test_a_run_whose_export_the_official_loader_would_reject_is_refused_before_t
 
     with pytest.raises(ExportError, match=message):
         Trainer(_config(trained_base, tmp_path / "run", max_steps=1, **kw))
+
+
+def test_synthetic_size_is_width_by_height():
+    """``--synthetic-size 160x128`` renders 160 px wide, 128 px high frames (it once gave 128x160)."""
+    import argparse
+
+    from lotus2_ros.cli.train import add_train_core_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_train_core_arguments(p)
+    args = p.parse_args(["--base-model", "b", "--prompt-embeds", "p", "--synthetic-size", "160x128", "-o", "out"])
+    cfg = config_from_args(args, "core")
+    assert (cfg.synthetic.width_px, cfg.synthetic.height_px) == (160, 128)
