@@ -89,6 +89,13 @@ def check_official_lora(task: str, rank: int, modules, what: str) -> None:
                           f"{list(OFFICIAL_LORA_TARGETS)} or a subset of them")
 
 
+def adapted_modules(transformer, adapter_name: str) -> list[str]:
+    """The transformer's modules that carry ``adapter_name`` (full names; peft may store the
+    adapter's ``target_modules`` as shortened suffixes such as ``proj``)."""
+    return sorted({n.split(".lora_A.")[0] for n, _ in transformer.named_parameters()
+                   if f".lora_A.{adapter_name}." in n})
+
+
 def check_official_base_model(base_model: Path) -> None:
     """Refuse a base-model folder the official pipeline cannot load (it loads every FLUX component).
 

@@ -41,6 +41,7 @@ from .config import TrainConfig
 from .data import BatchStream, heldout_samples, open_source
 from .metrics import DepthMetricsAccumulator, NormalMetricsAccumulator
 from .export import (
+    adapted_modules,
     carry_weights_folder,
     check_carried_files,
     check_official_base_model,
@@ -201,8 +202,7 @@ class Trainer:
         cfg = self.config
         for task in cfg.tasks:
             name = f"{task}_{cfg.stage}"
-            targets = transformer.peft_config[name].target_modules
-            check_official_lora(task, self.ranks[name], sorted(targets), f"adapter {name}")
+            check_official_lora(task, self.ranks[name], adapted_modules(transformer, name), f"adapter {name}")
         if cfg.stage == "sharpener":
             check_carried_files(cfg.weights)
         if cfg.full_finetune:

@@ -171,3 +171,22 @@ def test_a_full_fine_tune_needs_a_base_model_the_official_pipeline_can_load(tmp_
     (base / "text_encoder_2").rmdir()
     with pytest.raises(ExportError, match="lacks text_encoder_2"):
         check_official_base_model(base)
+
+
+def test_the_official_target_check_sees_full_module_names_however_peft_stores_the_targets(tmp_path):
+    """peft shortens a long target list to suffixes (``proj``, ``net.2``) in the adapter config; the
+    check must look at the modules really adapted (a fine-tuned file of 36 modules was refused)."""
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    from lotus2_ros.model.tiny import TINY_TRANSFORMER_CONFIG, random_lora_state_dict
+    from lotus2_ros.model.weights import attach_lora
+    from lotus2_ros.train.export import adapted_modules
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(**dict(TINY_TRANSFORMER_CONFIG, num_layers=2, num_single_layers=4))
+    save_file(random_lora_state_dict(transformer, 4, torch.Generator().manual_seed(0)), str(tmp_path / "l.safetensors"))
+    attach_lora(transformer, tmp_path / "l.safetensors", "depth_core")
+    modules = adapted_modules(transformer, "depth_core")
+    assert len(modules) == 2 * 12 + 4 * 3 and "transformer_blocks.1.ff_context.net.0.proj" in modules
+    check_official_lora("depth", 4, modules, "x")
