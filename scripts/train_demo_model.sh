@@ -34,7 +34,7 @@ LOTUS2=("${RUN[@]}" -m lotus2_ros.cli.main)
 
 VAE_STEPS=3000
 CORE_STEPS=450
-SHARPENER_STEPS=400
+SHARPENER_STEPS=600
 COMMON=(--task depth --task normal --lora-rank 16 --data synthetic --synthetic-size 160x128
         --batch-size 8 --num-workers 1 --seed 0 --val-samples 16 --validate-every 150 --checkpoint-every 50)
 

@@ -417,3 +417,11 @@ def test_synthetic_size_is_width_by_height():
     args = p.parse_args(["--base-model", "b", "--prompt-embeds", "p", "--synthetic-size", "160x128", "-o", "out"])
     cfg = config_from_args(args, "core")
     assert (cfg.synthetic.width_px, cfg.synthetic.height_px) == (160, 128)
+
+
+def test_a_checkpoint_of_other_frame_sizes_is_refused(trained_base, tmp_path):
+    cfg = _config(trained_base, tmp_path / "a", max_steps=1, checkpoint_every=1, tasks=("depth",))
+    Trainer(cfg).run()
+    other = replace(SYNTHETIC, width_px=FRAME_WH[1], height_px=FRAME_WH[0])
+    with pytest.raises(ValueError, match="other settings.*synthetic"):
+        Trainer(replace(cfg, synthetic=other)).run(resume="latest")
