@@ -3,7 +3,7 @@
 Depth: affine-invariant protocol (least-squares scale and shift in disparity space, dataset
 ranges and masks; AbsRel, δ1–δ3) on Marigold-layout NYUv2, KITTI Eigen test, ETH3D, ScanNet and
 DIODE. Normals: DSINE protocol (mean/median angle, % within 11.25°/22.5°/30°) on DSINE-layout
-NYUv2, ScanNet, iBims-1 and Sintel. ``--synthetic N`` adds N held-out synthetic frames.
+NYUv2, ScanNet, iBims-1, Sintel and OASIS (validation split). ``--synthetic N`` adds N held-out synthetic frames.
 Prints a table and writes ``results.json`` / ``results.csv`` to ``-o``.
 """
 
@@ -33,9 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth-list", type=_named_path, action="append", default=[], metavar="NAME=FILE",
                    help="file list of a depth dataset (Marigold's data_split/…; needed for kitti and eth3d)")
     p.add_argument("--normal-dataset", type=_named_path, action="append", default=[], metavar="NAME=PATH",
-                   help="nyuv2|scannet|ibims|sintel = folder in DSINE's layout")
+                   help="nyuv2|scannet|ibims|sintel|oasis = folder in DSINE's layout")
     p.add_argument("--normal-list", type=_named_path, action="append", default=[], metavar="NAME=FILE",
-                   help="split file of a normal dataset (default: every *_img.png)")
+                   help="split file of a normal dataset (default: every *_img.png; oasis: the official split/val.txt)")
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="also evaluate N held-out synthetic frames")
     p.add_argument("--synthetic-size", default="160x128", metavar="WxH", help="synthetic frame size (default 160x128)")
     p.add_argument("--max-images", type=int, metavar="N", help="first N images of each dataset (quick checks)")

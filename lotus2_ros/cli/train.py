@@ -40,8 +40,9 @@ def _hw(text: str) -> tuple[int, int]:
 
 
 def _wh(text: str) -> tuple[int, int]:
-    h, w = _hw(text)
-    return w, h  # given as WxH
+    """``WxH`` → ``(width, height)``: the same two numbers as :func:`_hw` reads, in the order given."""
+    w, h = _hw(text)
+    return w, h
 
 
 def _data_source(text: str):
@@ -69,10 +70,12 @@ def _add_common(p: argparse.ArgumentParser, stage: str) -> None:
     g.add_argument("--prompt-embeds", type=Path, metavar="DIR",
                    help="folder with lotus-2_prompt_embeds.safetensors (default: --weights)")
     g.add_argument("--task", choices=TASKS, action="append", help="depth and/or normal (repeat; default depth)")
-    g.add_argument("--lora-rank", type=int, metavar="R", help="LoRA rank (default: the release's, 128 depth / 256 normal)")
+    g.add_argument("--lora-rank", type=int, metavar="R", help="LoRA rank (default: the release's, 128 depth / 256 normal; a smaller one is "
+                        "zero-padded to it on export, exactly; a larger one is refused)")
     g.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA alpha (default: = rank, as the release)")
     g.add_argument("--lora-targets", default=",".join(OFFICIAL_LORA_TARGETS), metavar="LIST",
-                   help="comma-separated module-name suffixes (default: the release's 12)")
+                   help="comma-separated module-name suffixes (default: the release's 12; only those or a subset "
+                        "load in the official inference)")
     if stage == "core":
         g.add_argument("--full-finetune", action="store_true",
                        help="train every transformer weight too (small models); exports a base_model/ folder")

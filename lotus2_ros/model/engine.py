@@ -42,7 +42,7 @@ from .prompt_embeds import PromptEmbeds, load_prompt_embeds
 from .resize import (decoded_to_unit, images_to_tensor, planar_model_to_optical_tensor, resize_bilinear,
                      resize_for_model, resize_planes_bilinear)
 from .spec import MAX_REFINE_STEPS, ModelSettings, resolve_model_request
-from .weights import TaskWeightFiles, WeightsError, activate_adapter, attach_lora, load_lcm
+from .weights import TaskWeightFiles, WeightsError, activate_adapter, attach_lora, load_lcm, untrained_placeholder
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,11 @@ def load_flux_base(base_model: Path, dtype: torch.dtype, device: torch.device | 
     return FluxBase(transformer, vae, FlowSchedule.from_scheduler_dir(base / "scheduler"))
 
 
-def load_flux_prompt(weights: Path, transformer: torch.nn.Module) -> PromptEmbeds:
-    """The cached empty-prompt embeddings in ``weights``, checked against ``transformer``'s widths."""
+def load_flux_prompt(weights: Path, transformer: torch.nn.Module, base_model: Path | None = None) -> PromptEmbeds:
+    """The cached empty-prompt embeddings in ``weights``, checked against ``transformer``'s widths (and,
+    with ``base_model``, against the text encoders they must come from)."""
     return load_prompt_embeds(weights, joint_attention_dim=transformer.config.joint_attention_dim,
-                              pooled_projection_dim=transformer.config.pooled_projection_dim)
+                              pooled_projection_dim=transformer.config.pooled_projection_dim, base_model=base_model)
 
 
 class Lotus2Engine(ModelBackend):
@@ -155,8 +156,21 @@ class Lotus2Engine(ModelBackend):
             "lotus2", weights, tasks=config.tasks, process_res=config.process_res, no_cap=config.full_resolution,
             refine_steps=config.refine_steps)
         files = {task: TaskWeightFiles.in_folder(weights, task) for task in settings.tasks}
+        load_refiner = config.load_refiner
+        placeholders = [t for t, f in files.items() if f.detail_sharpener.is_file()
+                        and untrained_placeholder(f.detail_sharpener)]  # a core-only export (see its manifest)
+        if load_refiner and placeholders:
+            if config.refine_steps is not None:
+                f = files[placeholders[0]]
+                raise WeightsError(f"{f.detail_sharpener} is an untrained placeholder (the official loader needs "
+                                   f"the file): this model has no {f.task} detail sharpener; use sharpen steps 0 "
+                                   "or train one with `lotus2 train-sharpener`")
+            load_refiner = False  # the model's own default: no sharpener
+            settings = ModelSettings(settings.tasks, settings.process_res, 0, settings.notes + (
+                f"no detail sharpener (untrained placeholder for {placeholders})",), settings.depth_output,
+                settings.refinement)
         for task, f in files.items():  # name every missing file of a task to load
-            if config.load_refiner:
+            if load_refiner:
                 f.check_exist()
             elif not (f.core_predictor.is_file() and f.lcm.is_file()):
                 raise WeightsError(f"missing Lotus-2 {task} core predictor or LCM file in {weights}")
@@ -164,20 +178,20 @@ class Lotus2Engine(ModelBackend):
 
         base = load_flux_base(config.base_model, dtype, device)
         transformer, vae = base.transformer, base.vae
-        prompt = load_flux_prompt(weights, transformer).to(device, dtype)
+        prompt = load_flux_prompt(weights, transformer, config.base_model).to(device, dtype)
         lcms = {}
         for task, f in files.items():
             attach_lora(transformer, f.core_predictor, f"{task}_core")
-            if config.load_refiner:
+            if load_refiner:
                 attach_lora(transformer, f.detail_sharpener, f"{task}_sharpener")
             lcms[task] = load_lcm(f.lcm, vae.config.latent_channels).to(device=device, dtype=dtype)
         transformer.eval()
         vae.eval()
-        if not config.load_refiner:
+        if not load_refiner:
             settings = ModelSettings(settings.tasks, settings.process_res, 0, settings.notes,
                                      settings.depth_output, settings.refinement)
         info = ModelInfo(family="lotus2", settings=settings, depth_output=defaults.depth_output,
-                         refinement="sharpen", refine_tasks=settings.tasks if config.load_refiner else (),
+                         refinement="sharpen", refine_tasks=settings.tasks if load_refiner else (),
                          source=defaults.source)
         for note in settings.notes:
             log.info("Lotus-2: %s", note)

@@ -7,11 +7,20 @@ done once by ``lotus2 export-prompt-embeds`` (:func:`export_prompt_embeds`), whi
 :data:`PROMPT_EMBEDS_FILENAME` beside the Lotus-2 weights; the engine only calls
 :func:`load_prompt_embeds` and never loads a text encoder.
 
-File format (safetensors): float32 tensors ``prompt_embeds`` ``[1, L, D_t5]`` and
+File format (safetensors): float32 tensors ``prompt_embeds`` ``[1, 512, D_t5]`` and
 ``pooled_prompt_embeds`` ``[1, D_clip]`` (float32 whatever the compute dtype: a bf16/fp16
 result is stored exactly, and the engine casts to its own dtype), plus string metadata:
 ``format``, ``format_version``, ``prompt``, ``max_sequence_length``, ``t5_dim``, ``clip_dim``,
-``compute_dtype`` and ``source_model`` (the base-model folder's name, never a full path).
+``compute_dtype``, ``source_model`` (the base-model folder's name, never a full path) and
+``text_encoders_fingerprint`` (:func:`text_encoders_fingerprint` of the folder it was computed
+from).
+
+Only the official embeddings are accepted: the official inference encodes the empty prompt
+with the base model's own text encoders at 512 T5 tokens on every call, and T5 attends over
+the padding (no attention mask), so even the first tokens of a shorter encoding differ. The
+loader rejects a cache with another token count or prompt, or one computed from other text
+encoders than those of the base model it is used with (when that folder has them), and says
+which command re-exports it.
 """
 
 from __future__ import annotations
@@ -28,12 +37,17 @@ PROMPT_EMBEDS_FILENAME = "lotus-2_prompt_embeds.safetensors"
 """Name of the prompt-embedding file inside the ``--weights`` folder."""
 
 PROMPT_EMBEDS_FORMAT = "lotus2-prompt-embeds"
-PROMPT_EMBEDS_FORMAT_VERSION = 1
+PROMPT_EMBEDS_FORMAT_VERSION = 2
+"""2 adds ``text_encoders_fingerprint``; version-1 files (512 tokens) still load, unchecked for their source."""
 LOTUS2_PROMPT = ""
 """The prompt Lotus-2 conditions on, for depth and normals alike."""
 
 FLUX_MAX_SEQUENCE_LENGTH = 512
 """Longest T5 sequence FLUX accepts (``FluxPipeline`` rejects more)."""
+
+LOTUS2_SEQUENCE_LENGTH = FLUX_MAX_SEQUENCE_LENGTH
+"""T5 tokens of the official embeddings: the official pipeline calls ``encode_prompt`` with
+FluxPipeline's default ``max_sequence_length=512``."""
 
 TEXT_SUBFOLDERS = ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2")
 """Base-model subfolders needed to compute the embeddings (diffusers FLUX layout)."""
@@ -202,10 +216,9 @@ def export_prompt_embeds(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    max_sequence_length: int = FLUX_MAX_SEQUENCE_LENGTH,
     force: bool = False,
 ) -> Path:
-    """Compute the empty-prompt embeddings and write them to ``weights_dir``.
+    """Compute the official empty-prompt embeddings (512 T5 tokens) and write them to ``weights_dir``.
 
     The file is :data:`PROMPT_EMBEDS_FILENAME`, float32 tensors plus metadata (see the module
     docstring). ``weights_dir`` is created if missing. The write is atomic (temporary file in
@@ -218,7 +231,6 @@ def export_prompt_embeds(
         weights_dir: Folder of the Lotus-2 weights.
         dtype: Compute dtype of the encoders (see :func:`compute_prompt_embeds`).
         device: Device the encoders run on.
-        max_sequence_length: T5 tokens L (512 for Lotus-2).
         force: Overwrite an existing file that holds different embeddings.
 
     Returns:
@@ -233,7 +245,7 @@ def export_prompt_embeds(
     base_model = Path(base_model)
     weights_dir = Path(weights_dir)
     embeds = compute_prompt_embeds(
-        base_model, dtype=dtype, device=device, max_sequence_length=max_sequence_length
+        base_model, dtype=dtype, device=device, max_sequence_length=LOTUS2_SEQUENCE_LENGTH
     )
     tensors = {
         _PROMPT_KEY: embeds.prompt_embeds.detach().to("cpu", torch.float32).contiguous(),
@@ -243,16 +255,17 @@ def export_prompt_embeds(
         "format": PROMPT_EMBEDS_FORMAT,
         "format_version": str(PROMPT_EMBEDS_FORMAT_VERSION),
         "prompt": LOTUS2_PROMPT,
-        "max_sequence_length": str(max_sequence_length),
+        "max_sequence_length": str(LOTUS2_SEQUENCE_LENGTH),
         "t5_dim": str(embeds.t5_dim),
         "clip_dim": str(embeds.clip_dim),
         "compute_dtype": str(dtype).removeprefix("torch."),
         "source_model": base_model.resolve().name,
+        "text_encoders_fingerprint": text_encoders_fingerprint(base_model),
     }
 
     path = weights_dir / PROMPT_EMBEDS_FILENAME
     if path.exists() and not force:
-        if _holds_tensors(path, tensors):
+        if _holds_tensors(path, tensors) and _metadata(path) == metadata:
             return path
         raise FileExistsError(
             f"{path} already exists and holds different prompt embeddings; "
@@ -278,8 +291,9 @@ def load_prompt_embeds(
     *,
     joint_attention_dim: int | None = None,
     pooled_projection_dim: int | None = None,
+    base_model: Path | None = None,
 ) -> PromptEmbeds:
-    """Load the exported empty-prompt embeddings from the Lotus-2 weights folder.
+    """Load the exported empty-prompt embeddings, accepting only the official ones.
 
     Args:
         weights_dir: Folder holding :data:`PROMPT_EMBEDS_FILENAME`.
@@ -287,21 +301,25 @@ def load_prompt_embeds(
             must equal it.
         pooled_projection_dim: The transformer's ``pooled_projection_dim``; if given, the CLIP
             width must equal it.
+        base_model: The base-model folder the embeddings are used with. If it has the text
+            encoders, the file must have been computed from them (its fingerprint).
 
     Returns:
-        float32 CPU tensors ``[1, L, D_t5]`` and ``[1, D_clip]``; cast with
+        float32 CPU tensors ``[1, 512, D_t5]`` and ``[1, D_clip]``; cast with
         :meth:`PromptEmbeds.to`.
 
     Raises:
         FileNotFoundError: If the file is missing (says how to create it).
-        ValueError: If the file is unreadable, of a newer format, lacks a key, or a shape does
-            not fit (names the file, the key and the shapes).
+        ValueError: If the file is unreadable, of a newer format, lacks a key, is not the
+            official encoding (token count, prompt, text encoders) or a shape does not fit the
+            transformer (names the file, the key, the shapes and the command that re-exports it).
     """
     from safetensors import safe_open
 
     path = Path(weights_dir) / PROMPT_EMBEDS_FILENAME
     if not path.is_file():
         raise FileNotFoundError(f"prompt-embedding file {path} not found; {_EXPORT_HINT}")
+    reexport = _reexport_hint(Path(weights_dir), base_model)
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
@@ -314,7 +332,7 @@ def load_prompt_embeds(
             f"cannot read prompt-embedding file {path}: {err}; {_EXPORT_HINT}"
         ) from err
 
-    version = metadata.get("format_version", str(PROMPT_EMBEDS_FORMAT_VERSION))
+    version = metadata.get("format_version", "1")
     if not version.isdigit() or int(version) > PROMPT_EMBEDS_FORMAT_VERSION:
         raise ValueError(
             f"{path} has format_version {version!r}; this lotus2_ros reads up to "
@@ -323,31 +341,95 @@ def load_prompt_embeds(
     for key in (_PROMPT_KEY, _POOLED_KEY):
         if key not in tensors:
             raise ValueError(
-                f"{path} lacks key {key!r} (found {sorted(keys)}); re-export it: {_EXPORT_HINT}"
+                f"{path} lacks key {key!r} (found {sorted(keys)}); re-export it: {reexport}"
             )
 
     prompt = tensors[_PROMPT_KEY].float()
     pooled = tensors[_POOLED_KEY].float()
     if prompt.ndim != 3 or prompt.shape[0] != 1:
         raise ValueError(f"{path}: key {_PROMPT_KEY!r} has shape {list(prompt.shape)}, "
-                         "expected [1, L, D_t5]")
+                         f"expected [1, {LOTUS2_SEQUENCE_LENGTH}, D_t5]; re-export it: {reexport}")
     if pooled.ndim != 2 or pooled.shape[0] != 1:
         raise ValueError(f"{path}: key {_POOLED_KEY!r} has shape {list(pooled.shape)}, "
-                         "expected [1, D_clip]")
+                         f"expected [1, D_clip]; re-export it: {reexport}")
+    if prompt.shape[1] != LOTUS2_SEQUENCE_LENGTH:
+        raise ValueError(
+            f"{path}: key {_PROMPT_KEY!r} holds {prompt.shape[1]} T5 tokens (shape "
+            f"{list(prompt.shape)}); the official Lotus-2 embeddings have {LOTUS2_SEQUENCE_LENGTH} "
+            f"(and a shorter encoding differs in every token); re-export it: {reexport}"
+        )
+    if metadata.get("prompt", LOTUS2_PROMPT) != LOTUS2_PROMPT:
+        raise ValueError(f"{path} encodes the prompt {metadata['prompt']!r}, not Lotus-2's empty prompt; "
+                         f"re-export it: {reexport}")
     if joint_attention_dim is not None and prompt.shape[2] != joint_attention_dim:
         raise ValueError(
             f"{path}: key {_PROMPT_KEY!r} has shape {list(prompt.shape)} but the transformer's "
-            f"joint_attention_dim is {joint_attention_dim} (expected [1, L, "
-            f"{joint_attention_dim}]); export it from the base model this transformer belongs to"
+            f"joint_attention_dim is {joint_attention_dim} (expected [1, {LOTUS2_SEQUENCE_LENGTH}, "
+            f"{joint_attention_dim}]); export it from the base model this transformer belongs to: {reexport}"
         )
     if pooled_projection_dim is not None and pooled.shape[1] != pooled_projection_dim:
         raise ValueError(
             f"{path}: key {_POOLED_KEY!r} has shape {list(pooled.shape)} but the transformer's "
             f"pooled_projection_dim is {pooled_projection_dim} (expected [1, "
             f"{pooled_projection_dim}]); export it from the base model this transformer "
-            "belongs to"
+            f"belongs to: {reexport}"
         )
+    recorded = metadata.get("text_encoders_fingerprint")
+    if base_model is not None and recorded is not None and _has_text_folders(Path(base_model)):
+        found = text_encoders_fingerprint(base_model)
+        if found != recorded:
+            raise ValueError(
+                f"{path} was computed from other text encoders than those of {base_model} "
+                f"(fingerprint {recorded[:12]}, the base model's {found[:12]}): the official inference "
+                f"encodes the prompt with the base model's own encoders; re-export it: {reexport}"
+            )
     return PromptEmbeds(prompt_embeds=prompt, pooled_prompt_embeds=pooled)
+
+
+def text_encoders_fingerprint(base_model: Path) -> str:
+    """A SHA-256 that changes when the tokenizers or text encoders of ``base_model`` change.
+
+    Covers every file of :data:`TEXT_SUBFOLDERS` by relative name and size, small files (configs,
+    vocabularies) in full and large ones (weights) by their first and last MiB — cheap enough to
+    check at every load, and independent of the folder's location and file times.
+    """
+    import hashlib
+
+    base_model = Path(base_model)
+    digest = hashlib.sha256()
+    chunk = 1 << 20
+    for sub in TEXT_SUBFOLDERS:
+        for file in sorted(p for p in (base_model / sub).rglob("*") if p.is_file()):
+            size = file.stat().st_size
+            digest.update(f"{file.relative_to(base_model).as_posix()}\0{size}\0".encode())
+            with open(file, "rb") as f:
+                if size <= 4 * chunk:
+                    digest.update(f.read())
+                else:
+                    digest.update(f.read(chunk))
+                    f.seek(size - chunk)
+                    digest.update(f.read(chunk))
+    return digest.hexdigest()
+
+
+def _has_text_folders(base_model: Path) -> bool:
+    return all((base_model / sub).is_dir() for sub in TEXT_SUBFOLDERS)
+
+
+def _reexport_hint(weights_dir: Path, base_model: Path | None) -> str:
+    base = str(base_model) if base_model is not None else "DIR"
+    return (f"`lotus2 export-prompt-embeds --base-model {base} --weights {weights_dir} --force`"
+            + ("" if base_model is not None else " (DIR: the FLUX.1-dev folder with text_encoder*/ and tokenizer*/)"))
+
+
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return dict(handle.metadata() or {})
+    except Exception:  # unreadable: treat as different
+        return {}
 
 
 def _load(cls: type, folder: Path, **kwargs: object):

@@ -143,25 +143,31 @@ def write_tiny_text_stack(
 
 
 def save_clip_text_model(model, folder: Path) -> None:
-    """``save_pretrained`` of a ``CLIPTextModel`` whose weights every transformers version loads.
+    """``save_pretrained`` of a ``CLIPTextModel`` stored under ``text_model.*`` (FLUX.1-dev's layout).
 
-    transformers 5 writes the keys without the ``text_model.`` prefix, which transformers 4 (the
-    version the official Lotus and Lotus-2 code pins) does not recognise: it would silently start
-    from random weights. The prefix is put back; transformers 5 reads both.
+    transformers 5 saves ``CLIPTextModel`` without that prefix and reads either; transformers 4
+    (what the official Lotus and Lotus-2 code runs with) reads only the prefixed keys and otherwise
+    re-initialises the whole encoder at random, with a mere warning.
     """
-    from safetensors.torch import load_file, save_file
-
     folder = Path(folder)
     model.save_pretrained(folder, safe_serialization=True)
-    path = folder / "model.safetensors"
-    tensors = load_file(str(path))
-    fixed = {k if k.startswith("text_model.") else "text_model." + k: v.contiguous() for k, v in tensors.items()}
-    save_file(fixed, str(path), metadata={"format": "pt"})
+    _prefix_clip_keys(folder / "model.safetensors")
 
 
 def write_clip_tokenizer(folder: Path) -> int:
     """A tiny byte-level BPE CLIP tokenizer in ``folder`` (see :func:`_write_clip_tokenizer`); its vocab size."""
     return _write_clip_tokenizer(Path(folder))
+
+
+def _prefix_clip_keys(path: Path) -> None:
+    """Rewrite a saved CLIP text model's keys under ``text_model.*`` (see :func:`save_clip_text_model`)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    if all(k.startswith("text_model.") for k in tensors):
+        return
+    prefixed = {k if k.startswith("text_model.") else f"text_model.{k}": v.contiguous() for k, v in tensors.items()}
+    save_file(prefixed, str(path), metadata={"format": "pt"})
 
 
 def _byte_level_alphabet() -> list[str]:

@@ -11,10 +11,18 @@ The release has, per task ``depth`` / ``normal``:
   ``weights_only=True``); the format is recognised by content, not by the file name.
 
 Loading is strict: every error names the file, the key and the shapes involved.
+
+Exports of this package's trainer are zero-padded to the release ranks (the official inference
+hard-codes them); :func:`attach_lora` drops rank components whose A row and B column are both
+zero, so a padded file runs at the rank it was trained at (the same function, less compute).
+An export also carries :data:`EXPORT_MANIFEST_FILENAME`, which says what each file holds — in
+particular which files are untrained placeholders the official loader needs (see
+:func:`untrained_placeholder`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from dataclasses import dataclass
@@ -36,6 +44,10 @@ OFFICIAL_LORA_TARGETS = (
     "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
     "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
 )
+
+
+#: The export's manifest in a weights folder (what each file holds, and whether it was trained).
+EXPORT_MANIFEST_FILENAME = "lotus-2_export_manifest.json"
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -151,16 +163,42 @@ def check_lora_against_model(
     return LoraSpec(rank=ranks.pop(), modules=tuple(sorted(modules)))
 
 
+def drop_zero_rank_padding(modules: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
+    """Drop the rank components whose A row and B column are zero in every module (zero padding).
+
+    Such a component adds ``B[:, k] · (A[k] · x) = 0``, so the result is the same function at a
+    lower rank. A component with a non-zero A row but a zero B column (a fresh adapter's start)
+    is kept: it is not padding, and it trains. At least one component is always kept.
+    """
+    used = []
+    for pair in modules.values():
+        a, b = pair["A"], pair["B"]
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+            return modules  # malformed: left to check_lora_against_model to report
+        used.append((a != 0).any(dim=1) | (b != 0).any(dim=0))  # [r]
+    if not used or len({u.shape for u in used}) != 1:
+        return modules  # ranks differ between modules: reported by check_lora_against_model
+    keep = torch.stack(used).any(dim=0)  # [r]
+    if bool(keep.all()):
+        return modules
+    if not bool(keep.any()):
+        keep = torch.zeros_like(keep)
+        keep[0] = True
+    index = keep.nonzero().flatten()
+    return {m: {"A": p["A"][index].contiguous(), "B": p["B"][:, index].contiguous()} for m, p in modules.items()}
+
+
 def attach_lora(transformer: nn.Module, path: Path, adapter_name: str) -> LoraSpec:
     """Add a LoRA adapter named ``adapter_name`` to ``transformer`` from an official file.
 
-    Rank comes from the tensors; ``lora_alpha = rank`` as in the release. The adapter is left
-    frozen (``requires_grad=False``); call ``transformer.set_adapter(name)`` to use it.
+    Rank comes from the tensors (after dropping zero padding, :func:`drop_zero_rank_padding`);
+    ``lora_alpha = rank`` as in the release. The adapter is left frozen (``requires_grad=False``);
+    call ``transformer.set_adapter(name)`` to use it.
     """
     from peft import LoraConfig, set_peft_model_state_dict
 
     path = Path(path)
-    modules = normalise_lora_keys(read_state_dict(path), path)
+    modules = drop_zero_rank_padding(normalise_lora_keys(read_state_dict(path), path))
     spec = check_lora_against_model(modules, transformer, path)
     # Exact module names (not suffixes) so a file trained on other targets loads as it is.
     config = LoraConfig(r=spec.rank, lora_alpha=spec.rank, target_modules=list(spec.modules),
@@ -215,3 +253,27 @@ def load_lcm(path: Path, num_channels: int) -> LocalContinuityModule:
     module.load_state_dict(sd, strict=True)
     module.requires_grad_(False)
     return module
+
+
+def read_export_manifest(weights_dir: Path) -> dict:
+    """The export manifest of a weights folder (``{}`` for a folder without one, e.g. the release)."""
+    path = Path(weights_dir) / EXPORT_MANIFEST_FILENAME
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"cannot read the export manifest {path}: {err}") from err
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        raise WeightsError(f"{path} is not an export manifest (no 'files' mapping)")
+    return manifest
+
+
+def untrained_placeholder(path: Path) -> bool:
+    """Whether the manifest beside ``path`` marks it as an untrained placeholder.
+
+    A core-only export holds such a detail-sharpener file: the official loader requires the file,
+    so it is written as a zero LoRA (the base transformer unchanged), but it is no sharpener.
+    """
+    entry = read_export_manifest(Path(path).parent).get("files", {}).get(Path(path).name, {})
+    return isinstance(entry, dict) and entry.get("trained") is False

@@ -51,7 +51,7 @@ from std_msgs.msg import Header
 from ..geometry.transforms import rigid_transform
 from ..perception.config import READ_ONLY, ConfigError, PerceptionConfig
 from ..perception.metric import fit_reason_counter
-from ..perception.outputs import OUTPUT_TOPICS, REFERENCE_SOURCES, planned_output_topics
+from ..perception.outputs import OUTPUT_TOPICS, planned_output_topics
 from ..perception.stats import NodeStats
 from .params import check_overrides, declare_config, on_set_parameters
 

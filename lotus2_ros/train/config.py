@@ -138,6 +138,6 @@ class TrainConfig:
         """Settings a resumed run must share with the run it continues (else it is not a continuation)."""
         keep = ("stage", "tasks", "full_finetune", "lora_rank", "lora_alpha", "lora_targets", "batch_size",
                 "grad_accum", "seed", "learning_rate", "lr_scheduler", "warmup_steps", "max_steps",
-                "sigma_sampling", "grid_steps")
+                "sigma_sampling", "grid_steps", "synthetic", "resize_short_px", "crop_hw", "flip_prob")
         full = json.loads(self.to_json())
         return {k: full[k] for k in keep} | {"data": full["data"]}

@@ -6,7 +6,7 @@
                          vae/ (a small AutoencoderKL trained on synthetic RGB/disparity/normal
                          images, see :mod:`lotus2_ros.train.vae`), scheduler/ (FLUX's), tiny
                          text encoders + tokenizers, model_index.json
-    OUTDIR/prompt/       lotus-2_prompt_embeds.safetensors of the empty prompt
+    OUTDIR/prompt/       lotus-2_prompt_embeds.safetensors of the empty prompt (512 T5 tokens, official)
 
 ``scripts/train_demo_model.sh`` then trains it with ``lotus2 train-core --full-finetune`` and
 ``lotus2 train-sharpener`` and evaluates it with ``lotus2 evaluate`` — the product's own commands.
@@ -45,8 +45,6 @@ DEMO_VAE_CONFIG = dict(
     up_block_types=("UpDecoderBlock2D",) * 4, use_quant_conv=False, use_post_quant_conv=False,
     mid_block_add_attention=False,
 )
-#: T5 tokens of the cached empty-prompt embedding (FLUX uses 512; a short one keeps CPU training fast).
-DEMO_PROMPT_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class BaseModelFolders:
 
 def build_base_model(out_dir: Path, *, transformer_config: dict = DEMO_TRANSFORMER_CONFIG,
                      vae_config: dict = DEMO_VAE_CONFIG, vae_train: VaeTrainConfig = VaeTrainConfig(),
-                     prompt_tokens: int = DEMO_PROMPT_TOKENS, seed: int = 0, progress: bool = True,
+                     seed: int = 0, progress: bool = True,
                      pretrained_vae: Path | None = None) -> BaseModelFolders:
     """Write a base model in FLUX layout with a trained small VAE and a random transformer.
 
@@ -87,7 +85,8 @@ def build_base_model(out_dir: Path, *, transformer_config: dict = DEMO_TRANSFORM
     write_tiny_text_stack(folders.base_model, t5_dim=transformer_config["joint_attention_dim"],
                           clip_dim=transformer_config["pooled_projection_dim"], seed=seed)
     (folders.base_model / "model_index.json").write_text(json.dumps(_model_index(), indent=2) + "\n")
-    export_prompt_embeds(folders.base_model, folders.prompt, max_sequence_length=prompt_tokens, force=True)
+    # The official embeddings (512 T5 tokens from these text encoders), as the official inference computes them.
+    export_prompt_embeds(folders.base_model, folders.prompt, force=True)
     (out_dir / "base_model_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return folders
 

@@ -15,11 +15,17 @@ name         range (m)    depth file       mask
 ============ ============ ================ ======================================================
 
 Normals (DSINE's evaluation layout: ``<root>/<scene>/<name>_img.png`` with
-``<name>_normal.png`` — 8-bit ``(n + 1)/2``, black = no normal — for ``nyuv2`` and ``scannet``, or
-``<name>_normal.exr`` — float ``n``, length < 0.5 = no normal — for ``ibims`` and ``sintel``;
-the split file lists the ``_img`` paths). DSINE stores normals in the model's convention
-(x left, y up, z toward the viewer); readers return them in the ROS optical frame like the
-engine's output.
+``<name>_normal.png`` — 8-bit ``(n + 1)/2``, black = no normal — for ``nyuv2`` and ``scannet``,
+``<name>_normal.exr`` — float ``n``, length < 0.5 = no normal — for ``ibims`` and ``sintel``, or
+``<name>_normal.pkl`` for ``oasis``; the split file lists the ``_img`` paths). DSINE stores
+normals in the model's convention (x left, y up, z toward the viewer); readers return them in the
+ROS optical frame like the engine's output.
+
+OASIS (the validation split, ``val/<id>_img.png``, as the official Lotus-2 / DSINE evaluation
+reads it): the ``.pkl`` holds a dict with a region of interest ``min_y, max_y, min_x, max_x``
+(inclusive) and its normals ``normal`` ``[max_y − min_y + 1, max_x − min_x + 1, 3]``; pixels
+outside the region and all-zero normals inside it have no ground truth. OASIS's x and y point the
+other way: they are negated into the model convention (as the official reader does).
 
 ``synthetic`` evaluates on held-out synthetic scenes (exact depth and normals).
 """
@@ -38,7 +44,7 @@ os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # iBims-1 / Sintel norma
 import cv2
 
 DEPTH_DATASETS = ("nyuv2", "kitti", "eth3d", "scannet", "diode")
-NORMAL_DATASETS = ("nyuv2", "scannet", "ibims", "sintel")
+NORMAL_DATASETS = ("nyuv2", "scannet", "ibims", "sintel", "oasis")
 ETH3D_HW = (4032, 6048)
 KITTI_BENCHMARK_HW = (352, 1216)
 
@@ -205,11 +211,61 @@ def normal_eval_samples(name: str, root: Path, filenames: Path | None = None, ma
             u = cv2.cvtColor(files.image(stem + "_normal.png"), cv2.COLOR_BGR2RGB)
             valid = u.sum(axis=-1) > 0
             n_model = u.astype(np.float32) / 255.0 * 2.0 - 1.0
+        elif name == "oasis":
+            n_model, valid = oasis_normals(files.read(stem + "_normal.pkl"), rgb.shape[:2], stem)
         else:
             exr = files.image(stem + "_normal.exr", cv2.IMREAD_UNCHANGED)
             n_model = cv2.cvtColor(exr, cv2.COLOR_BGR2RGB).astype(np.float32)
             valid = np.linalg.norm(n_model, axis=-1) > 0.5
         yield NormalEvalSample(name=rel, rgb=rgb, normals=-n_model, valid=valid)
+
+
+def oasis_normals(data: bytes, hw: tuple[int, int], name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """An OASIS ``_normal.pkl`` → model-convention normals ``[H,W,3]`` float32 and their mask ``[H,W]``.
+
+    The region's normals are placed at ``[min_y:max_y+1, min_x:max_x+1]``, x and y negated; a
+    pixel has ground truth where its normal is not all zero.
+    """
+    record = _load_numpy_pickle(data, name)
+    try:
+        y0, y1, x0, x1 = (int(record[k]) for k in ("min_y", "max_y", "min_x", "max_x"))
+        roi = np.asarray(record["normal"], dtype=np.float32)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{name}_normal.pkl: not an OASIS normal record ({err})") from err
+    H, W = hw
+    if roi.shape != (y1 - y0 + 1, x1 - x0 + 1, 3) or y0 < 0 or x0 < 0 or y1 >= H or x1 >= W:
+        raise ValueError(f"{name}_normal.pkl: region rows {y0}..{y1}, cols {x0}..{x1} with normals "
+                         f"{list(roi.shape)} does not fit the {W}x{H} image")
+    n_model = np.zeros((H, W, 3), np.float32)
+    n_model[y0:y1 + 1, x0:x1 + 1] = roi * np.array([-1.0, -1.0, 1.0], np.float32)
+    valid = np.zeros((H, W), bool)
+    valid[y0:y1 + 1, x0:x1 + 1] = (roi != 0).any(axis=-1)
+    return n_model, valid
+
+
+#: What an evaluation pickle may reference: numpy arrays and scalars (it must not run code).
+_PICKLE_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                   ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+def _load_numpy_pickle(data: bytes, name: str):
+    import importlib
+    import pickle
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, attr):
+            if (module, attr) not in _PICKLE_ALLOWED:
+                raise pickle.UnpicklingError(f"{module}.{attr} is not allowed in an evaluation file")
+            return getattr(importlib.import_module(module), attr)
+
+    errors = []
+    for encoding in ("ASCII", "latin1"):  # latin1: pickles written by Python 2
+        try:
+            return Restricted(io.BytesIO(data), encoding=encoding).load()
+        except (pickle.UnpicklingError, UnicodeDecodeError, EOFError, ValueError, AttributeError) as err:
+            errors.append(err)
+    raise ValueError(f"{name}_normal.pkl: cannot read it: {errors[-1]}")
 
 
 def synthetic_eval_samples(count: int = 50, width_px: int = 160, height_px: int = 128, seed_offset: int = 1_000_000,

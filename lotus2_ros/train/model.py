@@ -1,28 +1,15 @@
-"""Trainable Lotus-2 modules and their export to the official file layout.
+"""Trainable Lotus-2 modules: the base model, the adapters and LCMs a run trains.
 
 Training uses the inference engine itself: the trainer loads the base model with the same loader
 (:func:`~lotus2_ros.model.engine.load_flux_base`) and builds a
 :class:`~lotus2_ros.model.engine.Lotus2Engine` around the modules it trains, so the forward pass
-that is optimised is the one ``predict``, the node and the bag tool run.
-
-Export layout (what :meth:`Lotus2Engine.load` reads):
-
-* ``weights/lotus-2_core_predictor_{task}.safetensors`` and
-  ``lotus-2_detail_sharpener_{task}.safetensors``: LoRA, keys ``transformer.<module>.lora_A.weight``
-  ``[r, in]`` / ``lora_B.weight`` ``[out, r]``. The release loads them with ``alpha = r``, so a
-  LoRA trained with another alpha is exported with ``B·alpha/r`` (the same function).
-* ``weights/lotus-2_lcm_{task}.safetensors``: ``lcm.0.*`` / ``lcm.2.*``.
-* ``weights/lotus-2_prompt_embeds.safetensors``: copied from the run's prompt embeddings.
-* ``base_model/`` (``--full-finetune`` only): the source base-model folder with ``transformer/``
-  replaced by the fine-tuned weights (other sub-folders hard-linked or copied unchanged).
+that is optimised is the one ``predict``, the node and the bag tool run. The export to the
+official file layout is :mod:`lotus2_ros.train.export`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +17,7 @@ import torch
 from torch import nn
 
 from ..model.lcm import LocalContinuityModule
-from ..model.prompt_embeds import PROMPT_EMBEDS_FILENAME
-from ..model.weights import OFFICIAL_LORA_TARGETS, TaskWeightFiles, attach_lora
+from ..model.weights import OFFICIAL_LORA_TARGETS, attach_lora
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +47,55 @@ def adapter_parameters(transformer: nn.Module, adapter_name: str) -> list[nn.Par
 
 def add_trainable_lora(transformer: nn.Module, adapter_name: str, rank: int, alpha: float,
                        targets: tuple[str, ...] = OFFICIAL_LORA_TARGETS) -> None:
-    """Add a fresh LoRA adapter (A random, B zero: starts as the base model) and make it trainable."""
+    """Add a fresh LoRA adapter (A random, B zero: starts as the base model).
+
+    Which parameters train is decided once every adapter exists (:func:`set_trainable`): peft's
+    ``add_adapter`` activates the new adapter and freezes every adapter added before it.
+    """
     from peft import LoraConfig
 
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=True)
     transformer.add_adapter(config, adapter_name=adapter_name)
-    params = adapter_parameters(transformer, adapter_name)
-    if not params:
+    if not adapter_parameters(transformer, adapter_name):
         raise ValueError(f"LoRA targets {list(targets)} match no Linear layer of the transformer")
-    for p in params:
-        p.requires_grad_(True)
 
 
 def load_trainable_lora(transformer: nn.Module, path: Path, adapter_name: str) -> int:
-    """Attach an official LoRA file as a trainable adapter (fine-tuning a release); returns its rank."""
-    spec = attach_lora(transformer, path, adapter_name)
-    for p in adapter_parameters(transformer, adapter_name):
-        p.requires_grad_(True)
-    return spec.rank
+    """Attach an official LoRA file as an adapter to fine-tune (a release); returns its rank.
+
+    Made trainable by :func:`set_trainable`, like a fresh adapter.
+    """
+    return attach_lora(transformer, path, adapter_name).rank
+
+
+def set_trainable(module: "Lotus2TrainModule", adapters: tuple[str, ...], *, lcms: bool, base: bool) -> None:
+    """Make exactly these parameters trainable, and freeze everything else.
+
+    Called once, after every adapter exists: each peft ``add_adapter`` / ``set_adapter`` makes
+    the adapter it names the only trainable one, so flags set while adding adapters do not last
+    (a two-task run would train only the last task's adapter).
+
+    Args:
+        module: The transformer, VAE (always frozen) and LCMs.
+        adapters: LoRA adapters that train, e.g. ``("depth_core", "normal_core")``.
+        lcms: Train every task's LCM (the core stage).
+        base: Train every weight of the transformer itself (a full fine-tune).
+
+    Raises:
+        ValueError: An adapter name has no parameters.
+    """
+    missing = [a for a in adapters if not adapter_parameters(module.transformer, a)]
+    if missing:
+        raise ValueError(f"no LoRA adapter named {missing} on the transformer")
+    module.requires_grad_(False)
+    for name, param in module.transformer.named_parameters():
+        if ".lora_" in name:
+            param.requires_grad_(any(f".{a}." in name for a in adapters))
+        else:
+            param.requires_grad_(base)
+    module.lcms.requires_grad_(lcms)
 
 
 def new_lcm(num_channels: int) -> LocalContinuityModule:
@@ -113,9 +128,7 @@ class Lotus2TrainModule(nn.Module):
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
 
-# ----------------------------------------------------------------------------- export
-# Export works on a state dict of :class:`Lotus2TrainModule` (``transformer.*``, ``lcms.<task>.*``):
-# the plain module's own, or the full state dict gathered from a sharded (FSDP) run.
+# ----------------------------------------------------------------------------- adapter facts
 def lora_scalings(transformer: nn.Module) -> dict[str, float]:
     """``alpha / r`` of every LoRA adapter (read before any sharding; it is not a tensor)."""
     from peft.tuners.lora import LoraLayer
@@ -128,118 +141,6 @@ def lora_scalings(transformer: nn.Module) -> dict[str, float]:
     return out
 
 
-def lora_state_dict(state: dict[str, torch.Tensor], adapter_name: str, scaling: float) -> dict[str, torch.Tensor]:
-    """One adapter in the release's key format, folded to ``alpha = rank`` (float32, CPU)."""
-    sd = {}
-    for key, value in state.items():
-        for part in ("lora_A", "lora_B"):
-            tail = f".{part}.{adapter_name}.weight"
-            if key.startswith("transformer.") and key.endswith(tail):
-                module = key[len("transformer."):-len(tail)]
-                t = value.detach().float().cpu()
-                sd[f"transformer.{module}.{part}.weight"] = (t * scaling if part == "lora_B" else t).contiguous()
-    if not sd:
-        raise ValueError(f"the state dict has no LoRA adapter named {adapter_name!r}")
-    return sd
-
-
-def lcm_state_dict(state: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
-    prefix = f"lcms.{task}."
-    sd = {k[len(prefix):]: v.detach().float().cpu().contiguous() for k, v in state.items() if k.startswith(prefix)}
-    if not sd:
-        raise ValueError(f"the state dict has no LCM for {task!r}")
-    return sd
-
-
-def base_transformer_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The transformer's own weights without any LoRA (peft's ``base_layer`` names undone)."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith("transformer.") and ".lora_" not in key:
-            out[key[len("transformer."):].replace(".base_layer.", ".")] = value.detach().cpu()
-    return out
-
-
-def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def export_task_files(weights_dir: Path, state: dict[str, torch.Tensor], scalings: dict[str, float],
-                      tasks: tuple[str, ...], kind: str, metadata: dict[str, str]) -> list[Path]:
-    """Write the core-predictor + LCM or the detail-sharpener files of ``tasks`` into ``weights_dir``."""
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for task in tasks:
-        files = TaskWeightFiles.in_folder(weights_dir, task)
-        if kind == "core":
-            name = f"{task}_core"
-            _save_safetensors(lora_state_dict(state, name, scalings[name]), files.core_predictor, metadata)
-            _save_safetensors(lcm_state_dict(state, task), files.lcm, metadata)
-            written += [files.core_predictor, files.lcm]
-        elif kind == "sharpener":
-            name = f"{task}_sharpener"
-            _save_safetensors(lora_state_dict(state, name, scalings[name]), files.detail_sharpener, metadata)
-            written.append(files.detail_sharpener)
-        else:
-            raise ValueError(f"kind must be 'core' or 'sharpener', got {kind!r}")
-    return written
-
-
-def copy_weights_folder(src: Path, dst: Path, skip: set[str] = frozenset()) -> None:
-    """Copy the Lotus-2 files and prompt embeddings of ``src`` into ``dst`` (names in ``skip`` left out)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for p in sorted(Path(src).glob("lotus-2_*.safetensors")):
-        if p.name not in skip:
-            shutil.copy2(p, dst / p.name)
-
-
-def copy_prompt_embeds(src_dir: Path, dst_dir: Path) -> None:
-    src = Path(src_dir) / PROMPT_EMBEDS_FILENAME
-    if not src.is_file():
-        raise FileNotFoundError(f"prompt embeddings not found: {src} (create them with `lotus2 export-prompt-embeds`)")
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    if src.resolve() != (dst_dir / PROMPT_EMBEDS_FILENAME).resolve():
-        shutil.copy2(src, dst_dir / PROMPT_EMBEDS_FILENAME)
-
-
-def export_base_model(src_base: Path, dst_base: Path, transformer_config: dict,
-                      state: dict[str, torch.Tensor]) -> None:
-    """Write a base-model folder: ``src_base`` with ``transformer/`` holding the fine-tuned weights.
-
-    Unchanged sub-folders are hard-linked where the file system allows (no extra space: files
-    are never modified in place), else copied.
-    """
-    from diffusers import FluxTransformer2DModel
-
-    src_base, dst_base = Path(src_base), Path(dst_base)
-    if dst_base.resolve() == src_base.resolve():
-        raise ValueError(f"refusing to export the base model onto its source {src_base}")
-    if dst_base.exists():
-        shutil.rmtree(dst_base)
-    dst_base.mkdir(parents=True)
-    for entry in sorted(src_base.iterdir()):
-        if entry.name == "transformer":
-            continue
-        if entry.is_dir():
-            shutil.copytree(entry, dst_base / entry.name, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(entry, dst_base / entry.name)
-    # Without the source path diffusers records on load: an export must not carry the training
-    # machine's folders.
-    config = {k: v for k, v in dict(transformer_config).items() if k != "_name_or_path"}
-    fresh = FluxTransformer2DModel.from_config(config)
-    fresh.load_state_dict(base_transformer_state_dict(state), strict=True)
-    fresh.save_pretrained(dst_base / "transformer")
-    if not (dst_base / "model_index.json").exists():
-        (dst_base / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}, indent=2) + "\n")
-
-
-def _link_or_copy(src, dst) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+def lora_ranks(transformer: nn.Module) -> dict[str, int]:
+    """Rank of every LoRA adapter on the transformer, by adapter name."""
+    return {name: int(cfg.r) for name, cfg in getattr(transformer, "peft_config", {}).items()}

@@ -37,22 +37,31 @@ from ..io.visualize import colorize_disparity, colorize_normals
 from ..model.backend import DTYPES, ModelInfo
 from ..model.engine import Lotus2Engine, load_flux_base, load_flux_prompt
 from ..model.spec import ModelSettings
-from ..model.weights import TaskWeightFiles, WeightsError, attach_lora, load_lcm
+from ..model.weights import TaskWeightFiles, WeightsError, attach_lora, load_lcm, untrained_placeholder
 from ..perception.pipeline import offline_pipeline
 from .config import TrainConfig
 from .data import BatchStream, heldout_samples, open_source
 from .metrics import DepthMetricsAccumulator, NormalMetricsAccumulator
+from .export import (
+    adapted_modules,
+    carry_weights_folder,
+    check_carried_files,
+    check_official_base_model,
+    check_official_lora,
+    copy_prompt_embeds,
+    export_base_model,
+    export_task_files,
+    write_manifest,
+)
 from .model import (
     LoraSettings,
     Lotus2TrainModule,
     add_trainable_lora,
-    copy_prompt_embeds,
-    copy_weights_folder,
-    export_base_model,
-    export_task_files,
     load_trainable_lora,
+    lora_ranks,
     lora_scalings,
     new_lcm,
+    set_trainable,
 )
 from .objectives import core_losses, sharpener_losses
 from .samples import depth_valid_mask
@@ -102,17 +111,22 @@ class Trainer:
         base = load_flux_base(cfg.base_model, self.frozen_dtype)
         transformer, vae, schedule = base.transformer, base.vae, base.schedule
         lcms = self._build_adapters(transformer, vae.config.latent_channels)
+        module = Lotus2TrainModule(transformer, vae, lcms)
+        # What trains is set once every adapter exists (peft freezes earlier adapters on each add).
+        set_trainable(module, tuple(f"{task}_{cfg.stage}" for task in cfg.tasks), lcms=cfg.stage == "core",
+                      base=cfg.full_finetune)
         if cfg.full_finetune:
-            transformer.float().requires_grad_(True)
-        for p in [p for p in transformer.parameters() if p.requires_grad]:
+            transformer.float()
+        for p in [p for p in module.parameters() if p.requires_grad]:
             p.data = p.data.float()  # trainable weights stay float32 whatever the frozen dtype
         if cfg.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         transformer.train()
         vae.eval()
         self.scalings = lora_scalings(transformer)
+        self.ranks = lora_ranks(transformer)
         self.transformer_config = dict(transformer.config)
-        module = Lotus2TrainModule(transformer, vae, lcms)
+        self._check_exportable(transformer)
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise ValueError("nothing to train: no parameter requires gradients")
@@ -129,7 +143,7 @@ class Trainer:
         self.module = acc.unwrap_model(self.model)
 
         # 3. The inference engine on the trained modules.
-        prompt = load_flux_prompt(cfg.prompt_embeds_dir, transformer)
+        prompt = load_flux_prompt(cfg.prompt_embeds_dir, transformer, cfg.base_model)
         sharpening = cfg.stage == "sharpener"
         info = ModelInfo(family="lotus2", depth_output="disparity", refinement="sharpen",
                          settings=ModelSettings(tuple(cfg.tasks), None, cfg.val_sharpen_steps if sharpening else 0),
@@ -165,7 +179,7 @@ class Trainer:
             if cfg.stage == "core":
                 if files is not None and files.core_predictor.is_file() and files.lcm.is_file():
                     rank = load_trainable_lora(transformer, files.core_predictor, f"{task}_core")
-                    lcms[task] = load_lcm(files.lcm, channels).float().requires_grad_(True)
+                    lcms[task] = load_lcm(files.lcm, channels).float()
                     log.info("%s: fine-tuning the core predictor (rank %d) and LCM of %s", task, rank, cfg.weights)
                 else:
                     if files is not None:
@@ -178,13 +192,24 @@ class Trainer:
                     raise WeightsError(f"{cfg.weights} lacks the {task} core predictor or LCM the sharpener builds on")
                 attach_lora(transformer, files.core_predictor, f"{task}_core")  # frozen
                 lcms[task] = load_lcm(files.lcm, channels).float()  # frozen
-                if files.detail_sharpener.is_file():
+                if files.detail_sharpener.is_file() and not untrained_placeholder(files.detail_sharpener):
                     rank = load_trainable_lora(transformer, files.detail_sharpener, f"{task}_sharpener")
                     log.info("%s: fine-tuning the detail sharpener (rank %d) of %s", task, rank, cfg.weights)
-                else:
+                else:  # none, or the untrained placeholder of a core-only export (all zero: it could not learn)
                     add_trainable_lora(transformer, f"{task}_sharpener", lora.rank_for(task), lora.alpha_for(task),
                                        lora.targets)
         return lcms
+
+    def _check_exportable(self, transformer) -> None:
+        """Refuse at the start, not after hours of training, what the official loader could not load."""
+        cfg = self.config
+        for task in cfg.tasks:
+            name = f"{task}_{cfg.stage}"
+            check_official_lora(task, self.ranks[name], adapted_modules(transformer, name), f"adapter {name}")
+        if cfg.stage == "sharpener":
+            check_carried_files(cfg.weights)
+        if cfg.full_finetune:
+            check_official_base_model(cfg.base_model)
 
     # ------------------------------------------------------------------ checkpoints
     def _fsdp(self) -> bool:
@@ -394,7 +419,7 @@ class Trainer:
                 signal.signal(sig, handler)
         result.step = step
         acc.wait_for_everyone()
-        result.export_weights, result.export_base_model = self.export(out / "export")
+        result.export_weights, result.export_base_model = self.export(out / "export", step)
         acc.end_training()
         result.seconds = time.perf_counter() - t0
         return result
@@ -440,7 +465,7 @@ class Trainer:
                 f.write(json.dumps({"step": step, **named}) + "\n")
 
     # ------------------------------------------------------------------ export
-    def export(self, export_dir: Path) -> tuple[Path, Path | None]:
+    def export(self, export_dir: Path, step: int = 0) -> tuple[Path, Path | None]:
         """Write the official layout: ``export_dir/weights`` (+ ``export_dir/base_model`` if fully fine-tuned)."""
         cfg, acc = self.config, self.accelerator
         state = acc.get_state_dict(self.model) if self._fsdp() else self.module.state_dict()
@@ -450,12 +475,17 @@ class Trainer:
             meta = {"format": "lotus2", "stage": cfg.stage, "tasks": ",".join(cfg.tasks), "trainer": "lotus2_ros"}
             if weights_dir.exists():
                 shutil.rmtree(weights_dir)
-            if cfg.stage == "sharpener":
-                copy_weights_folder(cfg.weights, weights_dir)  # the frozen core, LCM and the other files
-            export_task_files(weights_dir, state, self.scalings, cfg.tasks, cfg.stage, meta)
-            copy_prompt_embeds(cfg.prompt_embeds_dir, weights_dir)
+            entries = {}
+            if cfg.stage == "sharpener":  # the frozen core, LCM and the other files, in the official form
+                entries |= carry_weights_folder(cfg.weights, weights_dir)
+            entries |= export_task_files(weights_dir, state, self.scalings, self.ranks, cfg.tasks, cfg.stage, meta)
+            entries |= copy_prompt_embeds(cfg.prompt_embeds_dir, weights_dir)
             if base_dir is not None:
                 export_base_model(cfg.base_model, base_dir, self.transformer_config, state)
+            write_manifest(weights_dir, entries, {"trainer": "lotus2_ros", "stage": cfg.stage, "tasks": list(cfg.tasks),
+                                                  "steps": step, "full_finetune": cfg.full_finetune,
+                                                  "base_model": "base_model/ beside this folder" if base_dir
+                                                  else Path(cfg.base_model).name})
             log.info("exported %s%s", weights_dir, f" and {base_dir}" if base_dir else "")
         acc.wait_for_everyone()
         return weights_dir, base_dir

@@ -16,6 +16,7 @@ from lotus2_ros.model.prompt_embeds import (
     compute_prompt_embeds,
     export_prompt_embeds,
     load_prompt_embeds,
+    text_encoders_fingerprint,
 )
 from lotus2_ros.model.tiny_text import (
     FLUX_DEV_TEXT_DIMS,
@@ -83,6 +84,16 @@ def test_tiny_stack_has_the_diffusers_flux_text_layout(tiny_base: Path) -> None:
     for encoder in ("text_encoder", "text_encoder_2"):
         assert (tiny_base / encoder / "config.json").is_file()
         assert (tiny_base / encoder / "model.safetensors").is_file()
+
+
+def test_tiny_clip_is_stored_as_flux_stores_it_so_transformers_4_loads_it_too(tiny_base: Path, tiny_components: dict) -> None:
+    # transformers 4 (the official Lotus-2 code's) silently re-initialises a CLIP saved without the prefix.
+    with safe_open(str(tiny_base / "text_encoder" / "model.safetensors"), framework="pt") as handle:
+        keys = list(handle.keys())
+        assert keys and all(k.startswith("text_model.") for k in keys)
+        stored = handle.get_tensor("text_model.embeddings.token_embedding.weight")
+    loaded = tiny_components["text_encoder"].get_input_embeddings().weight
+    assert torch.equal(loaded, stored)
 
 
 def test_tiny_stack_loads_with_flux_pipeline_classes_and_requested_dims(
@@ -192,13 +203,14 @@ def test_exported_file_records_metadata_with_folder_name_only(
         metadata = handle.metadata()
     assert metadata == {
         "format": "lotus2-prompt-embeds",
-        "format_version": "1",
+        "format_version": "2",
         "prompt": "",
         "max_sequence_length": "512",
         "t5_dim": str(T5_DIM),
         "clip_dim": str(CLIP_DIM),
         "compute_dtype": "float32",
         "source_model": "FLUX.1-tiny",
+        "text_encoders_fingerprint": text_encoders_fingerprint(tiny_base),
     }
     assert str(tiny_base.parent) not in "".join(metadata.values())
 
@@ -235,9 +247,9 @@ def test_export_refuses_to_overwrite_a_different_file_without_force(
 def test_export_over_an_identical_file_leaves_it_untouched(
     tiny_base: Path, tmp_path: Path
 ) -> None:
-    path = export_prompt_embeds(tiny_base, tmp_path, max_sequence_length=8)
+    path = export_prompt_embeds(tiny_base, tmp_path)
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    assert export_prompt_embeds(tiny_base, tmp_path, max_sequence_length=8) == path
+    assert export_prompt_embeds(tiny_base, tmp_path) == path
     assert path.stat().st_mtime_ns == 1_000_000_000
 
 
@@ -245,7 +257,7 @@ def test_export_writes_atomically_and_leaves_no_temp_files(
     tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     weights = tmp_path / "weights"  # created by the export
-    export_prompt_embeds(tiny_base, weights, max_sequence_length=8)
+    export_prompt_embeds(tiny_base, weights)
     assert sorted(os.listdir(weights)) == [PROMPT_EMBEDS_FILENAME]
 
     import safetensors.torch
@@ -257,7 +269,7 @@ def test_export_writes_atomically_and_leaves_no_temp_files(
     monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
     failed = tmp_path / "failed"
     with pytest.raises(OSError, match="disk full"):
-        export_prompt_embeds(tiny_base, failed, max_sequence_length=8)
+        export_prompt_embeds(tiny_base, failed)
     assert os.listdir(failed) == []
 
 
@@ -270,7 +282,7 @@ def test_load_missing_file_names_it_and_the_export_command(tmp_path: Path) -> No
 
 
 def test_load_missing_key_names_the_key(tmp_path: Path) -> None:
-    save_file({"prompt_embeds": torch.zeros(1, 4, 8)}, str(tmp_path / PROMPT_EMBEDS_FILENAME))
+    save_file({"prompt_embeds": torch.zeros(1, 512, 8)}, str(tmp_path / PROMPT_EMBEDS_FILENAME))
     with pytest.raises(ValueError, match="lacks key 'pooled_prompt_embeds'") as info:
         load_prompt_embeds(tmp_path)
     assert PROMPT_EMBEDS_FILENAME in str(info.value)
@@ -329,3 +341,52 @@ def test_prompt_embeds_rejects_shapes_without_batch_one() -> None:
         PromptEmbeds(torch.ones(2, 3, 8), torch.ones(1, 4))
     with pytest.raises(ValueError, match=r"pooled_prompt_embeds.*\[4\]"):
         PromptEmbeds(torch.ones(1, 3, 8), torch.ones(4))
+
+
+# --- only the official embeddings are accepted -------------------------------------------------
+
+
+def test_a_cache_with_another_token_count_is_rejected_with_the_command_that_re_exports_it(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    # What the old demo model stored: the first 16 tokens of a 16-token encoding. They are not the
+    # official ones (T5 attends over the padding without a mask), so they are refused.
+    short = compute_prompt_embeds(tiny_base, max_sequence_length=16)
+    official = compute_prompt_embeds(tiny_base)
+    assert not torch.allclose(short.prompt_embeds, official.prompt_embeds[:, :16], atol=1e-3)
+    save_file({"prompt_embeds": short.prompt_embeds, "pooled_prompt_embeds": short.pooled_prompt_embeds},
+              str(tmp_path / PROMPT_EMBEDS_FILENAME), metadata={"format_version": "1", "prompt": ""})
+    with pytest.raises(ValueError) as info:
+        load_prompt_embeds(tmp_path, base_model=tiny_base)
+    message = str(info.value)
+    assert str(tmp_path / PROMPT_EMBEDS_FILENAME) in message and "16 T5 tokens" in message
+    assert f"lotus2 export-prompt-embeds --base-model {tiny_base} --weights {tmp_path} --force" in message
+    with pytest.raises(ValueError, match="--base-model DIR --weights"):  # no base model known: DIR
+        load_prompt_embeds(tmp_path)
+
+
+def test_a_cache_of_other_text_encoders_is_rejected(exported_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other_flux"
+    write_tiny_text_stack(other, t5_dim=T5_DIM, clip_dim=CLIP_DIM, seed=1)
+    with pytest.raises(ValueError, match="other text encoders") as info:
+        load_prompt_embeds(exported_dir, base_model=other)
+    assert f"--base-model {other} --weights {exported_dir} --force" in str(info.value)
+
+
+def test_the_source_check_holds_for_a_copy_and_is_skipped_without_text_encoders(
+    tiny_base: Path, exported_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copied_elsewhere"
+    shutil.copytree(tiny_base, copy)
+    assert load_prompt_embeds(exported_dir, base_model=copy).sequence_length == 512
+    (tmp_path / "runtime_only").mkdir()  # a deployed base model without text encoders
+    assert load_prompt_embeds(exported_dir, base_model=tmp_path / "runtime_only").sequence_length == 512
+
+
+def test_a_cache_of_another_prompt_is_rejected(exported_dir: Path, tmp_path: Path) -> None:
+    tensors = {"prompt_embeds": torch.zeros(1, 512, T5_DIM), "pooled_prompt_embeds": torch.zeros(1, CLIP_DIM)}
+    save_file(tensors, str(tmp_path / PROMPT_EMBEDS_FILENAME), metadata={"prompt": "a photo"})
+    with pytest.raises(ValueError, match="encodes the prompt 'a photo'"):
+        load_prompt_embeds(tmp_path)

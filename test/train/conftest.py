@@ -29,13 +29,12 @@ def trained_base(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("trained_base")
     if (DEMO_VAE / "config.json").is_file():
-        return build_base_model(out, transformer_config=TINY_TRANSFORMER_CONFIG, pretrained_vae=DEMO_VAE,
-                                prompt_tokens=4, progress=False)
+        return build_base_model(out, transformer_config=TINY_TRANSFORMER_CONFIG, pretrained_vae=DEMO_VAE, progress=False)
     vae_train = VaeTrainConfig(steps=150, batch_size=8, crop_px=32, num_frames=24, frame_width_px=FRAME_WH[0],
                                frame_height_px=FRAME_WH[1], learning_rate=3e-3)
     return build_base_model(out, transformer_config=TINY_TRANSFORMER_CONFIG,
                             vae_config=dict(TINY_VAE_CONFIG, mid_block_add_attention=False), vae_train=vae_train,
-                            prompt_tokens=4, progress=False)
+                            progress=False)
 
 
 @pytest.fixture(autouse=True)

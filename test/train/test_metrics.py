@@ -157,3 +157,36 @@ def test_evaluation_runner_table_and_files(tmp_path):
     assert "abs_rel" in table and "a11.25" in table and "constant" in table
     js, cs = write_results([rd, rn], tmp_path)
     assert js.is_file() and cs.read_text().count("\n") == 3
+
+
+def test_oasis_normals_fill_the_region_of_interest_with_x_and_y_negated(tmp_path):
+    import pickle
+
+    root = tmp_path / "oasis"
+    (root / "val").mkdir(parents=True)
+    cv2.imwrite(str(root / "val/100277_DT_img.png"), np.full((6, 8, 3), 90, np.uint8))
+    roi = np.zeros((3, 4, 3), np.float32)  # rows 2..4, cols 1..4
+    roi[:, :3] = (0.6, 0.0, 0.8)  # OASIS: x points right; the last column has no normal
+    with open(root / "val/100277_DT_normal.pkl", "wb") as f:
+        pickle.dump({"min_y": 2, "max_y": 4, "min_x": 1, "max_x": 4, "normal": roi}, f)
+    np.save(root / "val/100277_DT_intrins.npy", np.eye(3))
+    (tmp_path / "val.txt").write_text("val/100277_DT_img.png\n")
+    (s,) = list(eval_data.normal_eval_samples("oasis", root, tmp_path / "val.txt"))
+    expected = np.zeros((6, 8), bool)
+    expected[2:5, 1:4] = True
+    np.testing.assert_array_equal(s.valid, expected)
+    # model convention (-0.6, 0, 0.8) → optical frame (0.6, 0, -0.8): right and toward the camera
+    np.testing.assert_allclose(s.normals[3, 2], [0.6, 0.0, -0.8], atol=1e-6)
+    perfect = evaluate_normals(lambda rgb: s.normals, [s], "oasis", "gt")
+    assert perfect.metrics["mean"] < 1e-3 and perfect.num_images == 1
+
+
+def test_an_oasis_pickle_that_would_run_code_is_refused(tmp_path):
+    import pickle
+
+    root = tmp_path / "oasis"
+    (root / "val").mkdir(parents=True)
+    cv2.imwrite(str(root / "val/1_img.png"), np.full((4, 4, 3), 90, np.uint8))
+    (root / "val/1_normal.pkl").write_bytes(pickle.dumps({"normal": OSError("x")}))
+    with pytest.raises(ValueError, match="not allowed"):
+        list(eval_data.normal_eval_samples("oasis", root))

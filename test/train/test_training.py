@@ -12,6 +12,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import torch
 import pytest
 
 from lotus2_ros.perception.pipeline import offline_pipeline
@@ -246,3 +247,197 @@ def test_two_data_parallel_processes_train_checkpoint_and_export(trained_base, t
     ckpt = out / "checkpoints" / "step_00000002"
     assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
     assert TaskWeightFiles.in_folder(out / "export" / "weights", "depth").core_predictor.is_file()
+
+
+# Four fixed indoor frames: a two-task run must fit both tasks' adapters to them.
+FIXED_FRAMES = SyntheticOptions(width_px=FRAME_WH[0], height_px=FRAME_WH[1], num_scenes=1, frames_per_scene=4,
+                                kinds=("indoor",))
+
+
+def _lora_tensors(weights, kind, task):
+    from lotus2_ros.model.weights import read_state_dict
+
+    return read_state_dict(getattr(TaskWeightFiles.in_folder(weights, task), kind))
+
+
+def _task_losses(run_dir, task):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return np.array([x[f"train/{task}"] for x in lines if f"train/{task}" in x])
+
+
+@pytest.fixture(scope="module")
+def two_task_start(trained_base, tmp_path_factory):
+    """The untrained two-task start (fresh core LoRA + LCM per task), exported at step 0."""
+    return Trainer(_config(trained_base, tmp_path_factory.mktemp("start"), max_steps=0)).run().export_weights
+
+
+@pytest.mark.parametrize("mode", ["core", "full-finetune", "finetune", "sharpener"])
+def test_every_adapter_of_a_two_task_run_learns(trained_base, two_task_start, tmp_path, mode):
+    """Training depth and normal together trains both tasks' adapters, not only the last one added
+    (each peft ``add_adapter`` freezes the adapters added before it). ``finetune``: fine-tuning
+    existing Lotus-2 files (``weights``)."""
+    tasks = ("depth", "normal")
+    stage = "sharpener" if mode == "sharpener" else "core"
+    # The sharpener at flow time 1 only (grid of one step): a fixed target per frame, so its loss
+    # falls clearly within a few steps.
+    cfg = _config(trained_base, tmp_path / mode, stage=stage, tasks=tasks, max_steps=30, log_every=1,
+                  synthetic=FIXED_FRAMES, flip_prob=0.0, full_finetune=mode == "full-finetune",
+                  weights=two_task_start if mode in ("finetune", "sharpener") else None, learning_rate=5e-3,
+                  sigma_sampling="grid", grid_steps=1)
+    trainer = Trainer(cfg)
+    for name in (f"{t}_{stage}" for t in tasks):  # every adapter of every task is in the optimiser
+        assert any(f".{name}." in n for n, p in trainer.module.named_parameters() if p.requires_grad), name
+    result = trainer.run()
+    kind = "detail_sharpener" if stage == "sharpener" else "core_predictor"
+    # The initialisation: the fine-tuned files, or a fresh adapter's step-0 export (same seed).
+    init = two_task_start if stage == "core" else \
+        Trainer(replace(cfg, output_dir=tmp_path / "init", max_steps=0)).run().export_weights
+    for task in tasks:
+        before, after = _lora_tensors(init, kind, task), _lora_tensors(result.export_weights, kind, task)
+        b_keys = [k for k in after if k.endswith("lora_B.weight")]
+        changed = [k for k in b_keys if not np.array_equal(after[k].numpy(), before[k].numpy())]
+        assert len(changed) == len(b_keys), f"{task} {kind}: {len(b_keys) - len(changed)} of {len(b_keys)} unchanged"
+        if stage == "core":  # and its LCM
+            lcm0, lcm1 = _lora_tensors(init, "lcm", task), _lora_tensors(result.export_weights, "lcm", task)
+            assert not np.array_equal(lcm0["lcm.2.weight"].numpy(), lcm1["lcm.2.weight"].numpy()), task
+        losses = _task_losses(tmp_path / mode, task)
+        # Measured: core 0.19-0.27 of the start, sharpener 0.73-0.76 (a frozen adapter: about 1).
+        assert losses[-5:].mean() < (0.85 if stage == "sharpener" else 0.5) * losses[:5].mean(), (task, losses)
+
+
+# ----------------------------------------------------------------------------- the official layout
+@pytest.fixture(scope="module")
+def two_task_core(trained_base, tmp_path_factory):
+    """A few steps of a two-task core run at rank 8 (non-zero LoRA B): its export (core only)."""
+    return Trainer(_config(trained_base, tmp_path_factory.mktemp("core"), max_steps=3)).run().export_weights
+
+
+def _official_style_load(base_model, weights, task):
+    """Load a weights folder with the official inference's settings (Lotus-2 ``infer.py``): LoRA at the
+    hard-coded release rank (128 depth / 256 normal) with alpha = rank on the 12 release targets, both
+    the core predictor and the sharpener file required, the LCM read with ``torch.load``."""
+    from diffusers import FluxTransformer2DModel
+    from peft import LoraConfig, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from lotus2_ros.model.lcm import LocalContinuityModule
+    from lotus2_ros.model.weights import OFFICIAL_LORA_TARGETS
+
+    transformer = FluxTransformer2DModel.from_pretrained(base_model / "transformer", local_files_only=True)
+    rank = {"depth": 128, "normal": 256}[task]
+    for adapter in ("core_predictor", "detail_sharpener"):
+        config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(OFFICIAL_LORA_TARGETS))
+        transformer.add_adapter(config, adapter_name=adapter)
+        sd = load_file(str(weights / f"lotus-2_{adapter}_{task}.safetensors"))
+        result = set_peft_model_state_dict(transformer, {k.removeprefix("transformer."): v for k, v in sd.items()},
+                                           adapter_name=adapter)  # a wrong rank raises a size mismatch here
+        assert not result.unexpected_keys
+    lcm = LocalContinuityModule(transformer.config.in_channels // 4)
+    with open(weights / f"lotus-2_lcm_{task}.safetensors", "rb") as f:
+        lcm.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))  # strict
+    return transformer.eval(), lcm.eval()
+
+
+@pytest.mark.parametrize("task", ["depth", "normal"])
+def test_a_two_task_export_loads_with_the_official_loaders_settings_and_computes_the_same(trained_base,
+                                                                                          two_task_core, task):
+    from lotus2_ros.model.latents import image_position_ids, pack_latents, text_position_ids, unpack_latents
+
+    weights = two_task_core
+    files = TaskWeightFiles.in_folder(weights, task)
+    release = {"depth": 128, "normal": 256}[task]
+    a_shapes = {v.shape[0] for k, v in _lora_tensors(weights, "core_predictor", task).items() if "lora_A" in k}
+    assert a_shapes == {release} and files.detail_sharpener.is_file()
+    official, official_lcm = _official_style_load(trained_base.base_model, weights, task)
+    engine = Lotus2Engine.load(BackendConfig(base_model=trained_base.base_model, weights=weights, tasks=(task,),
+                                             load_refiner=False))
+    z = torch.randn(1, 16, 6, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = engine.lcm(engine.core(z, task), task)
+        official.set_adapter("core_predictor")
+        prompt = engine.prompt
+        out = official(hidden_states=pack_latents(z), timestep=torch.full((1,), 1 / 1000), guidance=torch.full((1,), 3.5),
+                       pooled_projections=prompt.pooled_prompt_embeds, encoder_hidden_states=prompt.prompt_embeds,
+                       txt_ids=text_position_ids(512, torch.device("cpu"), torch.float32),
+                       img_ids=image_position_ids((6, 8), torch.device("cpu"), torch.float32), return_dict=False)[0]
+        theirs = official_lcm(unpack_latents(out, (6, 8)))
+    assert (ours - theirs).abs().max() < 1e-5
+    # The LoRA does something (the comparison is not between two plain base transformers).
+    official.disable_adapters()
+    with torch.no_grad():
+        plain = official(hidden_states=pack_latents(z), timestep=torch.full((1,), 1 / 1000),
+                         guidance=torch.full((1,), 3.5), pooled_projections=prompt.pooled_prompt_embeds,
+                         encoder_hidden_states=prompt.prompt_embeds,
+                         txt_ids=text_position_ids(512, torch.device("cpu"), torch.float32),
+                         img_ids=image_position_ids((6, 8), torch.device("cpu"), torch.float32), return_dict=False)[0]
+    assert (plain - out).abs().max() > 1e-4
+
+
+def test_a_core_only_export_holds_a_marked_placeholder_sharpener_that_train_sharpener_replaces(
+        trained_base, two_task_core, tmp_path):
+    from lotus2_ros.model.weights import EXPORT_MANIFEST_FILENAME, WeightsError
+
+    manifest = json.loads((two_task_core / EXPORT_MANIFEST_FILENAME).read_text())
+    for task in ("depth", "normal"):
+        files = TaskWeightFiles.in_folder(two_task_core, task)
+        entry = manifest["files"][files.detail_sharpener.name]
+        assert entry["trained"] is False and "placeholder" in entry["holds"]
+        assert all(not t.any() for t in _lora_tensors(two_task_core, "detail_sharpener", task).values())
+        core = manifest["files"][files.core_predictor.name]
+        assert core["trained"] and core["trained_rank"] == 8 and core["rank"] == {"depth": 128, "normal": 256}[task]
+    with pytest.raises(WeightsError, match="untrained placeholder"):  # sharpener steps asked for
+        Lotus2Engine.load(BackendConfig(base_model=trained_base.base_model, weights=two_task_core, tasks=("depth",),
+                                        refine_steps=4))
+    # The model's own default: no sharpener (the placeholder is no sharpener), no refinement.
+    core_only = Lotus2Engine.load(BackendConfig(base_model=trained_base.base_model, weights=two_task_core,
+                                                tasks=("depth",)))
+    assert core_only.info.refine_tasks == () and core_only.info.settings.refine_steps == 0
+    # train-sharpener treats the placeholder as absent: a fresh sharpener (rank 8) learns for depth.
+    cfg = _config(trained_base, tmp_path / "sharp", stage="sharpener", weights=two_task_core, tasks=("depth",),
+                  max_steps=2)
+    result = Trainer(cfg).run()
+    manifest = json.loads((result.export_weights / EXPORT_MANIFEST_FILENAME).read_text())["files"]
+    assert manifest["lotus-2_detail_sharpener_depth.safetensors"]["trained"] is True
+    assert manifest["lotus-2_detail_sharpener_normal.safetensors"]["trained"] is False  # carried as it was
+    assert manifest["lotus-2_core_predictor_normal.safetensors"]["trained"] is True
+    sharp = _lora_tensors(result.export_weights, "detail_sharpener", "depth")
+    assert any(t.any() for k, t in sharp.items() if "lora_B" in k)
+    sharpened = Lotus2Engine.load(BackendConfig(base_model=trained_base.base_model, weights=result.export_weights,
+                                                tasks=("depth",)))
+    assert sharpened.info.refine_tasks == ("depth",)
+    with pytest.raises(WeightsError, match="no normal detail sharpener"):
+        Lotus2Engine.load(BackendConfig(base_model=trained_base.base_model, weights=result.export_weights,
+                                        tasks=("normal",), refine_steps=2))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(tasks=("normal",), lora_rank=300), "rank 300 exceeds the release rank 256"),
+    (dict(lora_targets=("attn.to_q", "proj_out")), "does not adapt"),
+])
+def test_a_run_whose_export_the_official_loader_would_reject_is_refused_before_training(trained_base, tmp_path,
+                                                                                          kw, message):
+    from lotus2_ros.train.export import ExportError
+
+    with pytest.raises(ExportError, match=message):
+        Trainer(_config(trained_base, tmp_path / "run", max_steps=1, **kw))
+
+
+def test_synthetic_size_is_width_by_height():
+    """``--synthetic-size 160x128`` renders 160 px wide, 128 px high frames (it once gave 128x160)."""
+    import argparse
+
+    from lotus2_ros.cli.train import add_train_core_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_train_core_arguments(p)
+    args = p.parse_args(["--base-model", "b", "--prompt-embeds", "p", "--synthetic-size", "160x128", "-o", "out"])
+    cfg = config_from_args(args, "core")
+    assert (cfg.synthetic.width_px, cfg.synthetic.height_px) == (160, 128)
+
+
+def test_a_checkpoint_of_other_frame_sizes_is_refused(trained_base, tmp_path):
+    cfg = _config(trained_base, tmp_path / "a", max_steps=1, checkpoint_every=1, tasks=("depth",))
+    Trainer(cfg).run()
+    other = replace(SYNTHETIC, width_px=FRAME_WH[1], height_px=FRAME_WH[0])
+    with pytest.raises(ValueError, match="other settings.*synthetic"):
+        Trainer(replace(cfg, synthetic=other)).run(resume="latest")
