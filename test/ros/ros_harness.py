@@ -181,10 +181,12 @@ class Probe:
             self.image_pub.publish(build_image(self.types, header, rgb, "rgb8"))
 
     def send_until(self, rgb: np.ndarray, camera: PinholeCamera, stamp_ns: int, predicate,
-                   timeout_s: float = 60.0, info: bool = True, compressed: bool = False) -> bool:
+                   timeout_s: float = 60.0, info: bool = True, compressed: bool = False,
+                   frame_id: str = "cam_optical") -> bool:
         """Publish the frame (same stamp, same pixels) every :data:`RESEND_S` until ``predicate()``."""
-        return self.repeat_until(lambda: self.publish(rgb, camera, stamp_ns, info=info, compressed=compressed),
-                                 predicate, timeout_s)
+        return self.repeat_until(
+            lambda: self.publish(rgb, camera, stamp_ns, frame_id=frame_id, info=info, compressed=compressed),
+            predicate, timeout_s)
 
     def repeat_until(self, action, predicate, timeout_s: float = 60.0) -> bool:
         """Run ``action()`` every :data:`RESEND_S` until ``predicate()`` holds; False after ``timeout_s``."""
