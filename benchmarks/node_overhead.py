@@ -44,13 +44,12 @@ from lotus2_ros.model.backend import BackendConfig  # noqa: E402
 from lotus2_ros.model.engine import Lotus2Engine  # noqa: E402
 from lotus2_ros.model.tiny import make_tiny_model  # noqa: E402
 from lotus2_ros.perception import Frame, PerceptionConfig, PerceptionPipeline  # noqa: E402
-from lotus2_ros.perception.messages import OUTPUT_TOPICS, output_messages  # noqa: E402
+from lotus2_ros.perception.messages import output_messages  # noqa: E402
+from lotus2_ros.perception.outputs import base_output_topics  # noqa: E402
 from lotus2_ros.perception.pipeline import FORWARD_STAGES  # noqa: E402
 from lotus2_ros.ros.msg_types import rclpy_types  # noqa: E402
 from lotus2_ros.synthetic.stream import SyntheticCameraConfig, SyntheticStream  # noqa: E402
 
-#: Every topic a fixed-metric frame with depth + normal has (``scale_fit`` needs a reference fit).
-PRODUCT_TOPICS = [t for t in OUTPUT_TOPICS if t != "scale_fit"]
 #: Targets, ms per frame (median), by image size.
 TARGETS_MS = {(640, 480): 10.0, (1280, 720): 25.0}
 STAMP_NS = 1_700_000_000_000_000_000
@@ -75,6 +74,8 @@ def bench_size(engine: Lotus2Engine, width: int, height: int, frames: int, warmu
     config = PerceptionConfig(device="cpu", dtype="fp32", tasks=["depth", "normal"], sharpen_enabled=False,
                               metric_source="fixed", fixed_scale=0.5, fixed_shift=0.02)
     pipeline = PerceptionPipeline(config, engine)
+    # Every topic a fixed-metric disparity frame with depth + normal has (``scale_fit`` needs a reference fit).
+    PRODUCT_TOPICS = base_output_topics(config, ("depth", "normal"))
 
     stages: dict[str, list[float]] = {}
     totals: list[float] = []
