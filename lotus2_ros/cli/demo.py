@@ -153,7 +153,7 @@ def report(pipeline, per_stage: dict[str, list[float]], totals: list[float], arg
         f"{'Lotus-1' if engine.info.family == 'lotus1' else 'Lotus-2'} pipeline demo: "
         f"{'model ' + str(args.model) if args.model else 'tiny random model'}, "
         f"{args.width}x{args.height} synthetic frames (processed at {args.height}x{args.width} or smaller), "
-        f"device {engine.device}, {args.dtype}, depth + normal, {steps} sharpener step(s); median of "
+        f"device {engine.device}, {args.dtype}, {' + '.join(pipeline.tasks)}, {steps} refinement step(s); median of "
         f"{len(totals)} frames",
         f"  model load                {load_s * 1e3:9.1f} ms",
         f"  preprocess                {med.get('preprocess', 0):9.1f} ms",

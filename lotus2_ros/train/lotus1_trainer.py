@@ -52,6 +52,9 @@ class Lotus1Trainer(Trainer):
         if cfg.full_finetune and cfg.base_dtype != "fp32":
             raise ValueError("full_finetune trains every U-Net weight: base_dtype must be fp32 "
                              "(mixed_precision bf16 still computes in bf16)")
+        if cfg.base_dtype != "fp32" and cfg.mixed_precision == "no":
+            raise ValueError(f"base_dtype {cfg.base_dtype} (the frozen VAE) needs --mixed-precision bf16|fp16: the "
+                             "trained U-Net stays float32 and autocast joins the two")
         self.frozen_dtype = DTYPES[cfg.base_dtype]
         task = self.task = cfg.tasks[0]
 

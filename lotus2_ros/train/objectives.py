@@ -184,7 +184,8 @@ def lotus1_losses(engine, batch: dict, task: str, *, alphas_cumprod: torch.Tenso
         x = cond
     timestep = torch.full((b + k,), TIMESTEP, dtype=torch.long, device=x.device)
     prompt = engine.prompts[task].expand(b + k, -1, -1)
-    pred = unet(x.to(engine.dtype), timestep, encoder_hidden_states=prompt, class_labels=switch.to(engine.dtype),
+    dtype = next(unet.parameters()).dtype  # the trained U-Net's (float32), whatever the frozen VAE's
+    pred = unet(x.to(dtype), timestep, encoder_hidden_states=prompt.to(dtype), class_labels=switch.to(dtype),
                 return_dict=False)[0]  # [B+k,4,h,w]
     w = latent_weight(batch[f"{task}_weight"], 2 ** (len(engine.vaes[task].config.block_out_channels) - 1))
     losses = {task: weighted_mse(pred[:b], z_y, w)}

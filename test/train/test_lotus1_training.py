@@ -249,3 +249,13 @@ def test_command_line_trains_lotus1_and_refuses_lotus2_only_options(sd2_base, tm
     assert "--backend lotus1" in caplog.text
     assert main(["train-sharpener", "--backend", "lotus1", *common, "-o", str(tmp_path / "y")]) == 2
     assert "no detail sharpener" in caplog.text
+
+
+def test_a_bf16_frozen_vae_trains_under_bf16_autocast_and_needs_it(sd2_base, tmp_path):
+    cfg = _config(sd2_base, tmp_path / "bf16", max_steps=2, mixed_precision="bf16", base_dtype="bf16",
+                  validate_every=2, val_samples=1)
+    result = Trainer(cfg).run()
+    assert len(result.losses) == 2 and np.isfinite([loss for _, loss in result.losses]).all()
+    assert np.isfinite(result.validations[0][1]["depth_abs_rel"])
+    with pytest.raises(ValueError, match="needs --mixed-precision"):
+        Trainer(replace(cfg, mixed_precision="no", output_dir=tmp_path / "no"))
