@@ -53,18 +53,21 @@ def test_depth_beats_the_constant_baseline_on_held_out_frames(demo_pipeline, sam
     depth = [d for d, _ in samples]
     model = evaluate_depth(predict, depth, "synthetic", "m", 0.01, 1000.0).metrics
     constant = evaluate_depth(constant_predictor("depth"), depth, "synthetic", "m", 0.01, 1000.0).metrics
-    assert model["delta1"] > constant["delta1"] + 0.1, (model, constant)
+    assert model["delta1"] > constant["delta1"] + 0.3, (model, constant)
     indoor = [d for d in depth if d.name.startswith("indoor")]
     assert (evaluate_depth(predict, indoor, "synthetic", "m", 0.01, 1000.0).metrics["abs_rel"]
-            < 0.9 * evaluate_depth(constant_predictor("depth"), indoor, "synthetic", "m", 0.01, 1000.0).metrics["abs_rel"])
+            < 0.7 * evaluate_depth(constant_predictor("depth"), indoor, "synthetic", "m", 0.01, 1000.0).metrics["abs_rel"])
 
 
 def test_normals_beat_the_constant_baseline_on_held_out_frames(demo_pipeline, samples):
     normals = [n for _, n in samples]
     model = evaluate_normals(pipeline_predictor(demo_pipeline, "normal", 0), normals, "synthetic", "demo").metrics
     constant = evaluate_normals(constant_predictor("normal"), normals, "synthetic", "constant").metrics
+    # (Its share within 11.25° is about the constant's: walls facing the camera are exactly what the
+    # constant predicts; models/demo_lotus1/EVAL.md.)
     assert model["mean"] < 0.6 * constant["mean"], (model, constant)
-    assert model["a11.25"] > constant["a11.25"] + 5.0, (model, constant)
+    assert model["median"] < 0.5 * constant["median"], (model, constant)
+    assert model["a22.5"] > constant["a22.5"] + 15.0, (model, constant)
 
 
 def test_predictions_are_finite_at_the_camera_size(demo_pipeline, samples):
