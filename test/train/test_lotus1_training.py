@@ -259,3 +259,30 @@ def test_a_bf16_frozen_vae_trains_under_bf16_autocast_and_needs_it(sd2_base, tmp
     assert np.isfinite(result.validations[0][1]["depth_abs_rel"])
     with pytest.raises(ValueError, match="needs --mixed-precision"):
         Trainer(replace(cfg, mixed_precision="no", output_dir=tmp_path / "no"))
+
+
+@pytest.mark.slow
+def test_two_data_parallel_processes_train_lotus1_and_export(sd2_base, tmp_path):
+    """The distributed code path for Lotus-1 (DDP over gloo on the CPU, as accelerate runs it under torchrun)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "lotus2_ros.cli.main", "train-core", "--backend", "lotus1", "--mode", "g",
+           "--base-model", str(sd2_base), "--lora-rank", "2", "--max-steps", "2", "--batch-size", "1",
+           "--num-workers", "0", "--synthetic-size", "64x48", "--validate-every", "2", "--val-samples", "1",
+           "--checkpoint-every", "1", "--log-every", "1", "--no-progress", "--cpu", "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "train/loss" in x] == [1, 2]
+    ckpt = out / "checkpoints" / "step_00000002"
+    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
+    assert (out / "export" / "lotus-depth-g-disparity" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
