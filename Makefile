@@ -2,7 +2,8 @@
 #
 #   make venv    create/update .venv (torch CPU, deps, ROS 2 wheels unless a ROS 2 is sourced)
 #   make test    run the test suite (PYTEST_ARGS="-k scale" to narrow it)
-#   make demo    run `lotus2 demo` with the trained demo model (DEMO_ARGS="..." to pass options)
+#   make demo    run `lotus2 demo` with the trained demo model (DEMO_ARGS="..." to pass options;
+#                DEMO_BACKEND=lotus1 for the Lotus-1 demo model)
 #   make build   colcon build of the ROS package into .colcon/{build,install,log}
 #   make clean   remove build outputs and caches (keeps .venv); make distclean also removes .venv
 
@@ -23,7 +24,13 @@ PYTEST_ARGS ?= -q
 DEMO_ARGS ?=
 # The small model trained on synthetic scenes (scripts/train_demo_model.sh); DEMO_MODEL= uses the
 # tiny random model instead.
+# DEMO_BACKEND=lotus1 runs the Lotus-1 demo model (scripts/train_lotus1_demo_model.sh) instead.
+DEMO_BACKEND ?= lotus2
+ifeq ($(DEMO_BACKEND),lotus1)
+DEMO_MODEL ?= models/demo_lotus1
+else
 DEMO_MODEL ?= models/demo
+endif
 COLCON_DIR := .colcon
 COLCON_ARGS ?=
 
@@ -43,7 +50,7 @@ test: venv
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 demo: venv
-	$(VENV)/bin/lotus2 demo $(if $(DEMO_MODEL),--model $(DEMO_MODEL)) $(DEMO_ARGS)
+	$(VENV)/bin/lotus2 demo --backend $(DEMO_BACKEND) $(if $(DEMO_MODEL),--model $(DEMO_MODEL)) $(DEMO_ARGS)
 
 build: venv
 	@. scripts/colcon_env.sh $(VENV) && \

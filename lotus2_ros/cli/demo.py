@@ -8,10 +8,12 @@ the node's per-stage times, and writing one frame of every output (images, ``.np
 it prints the median time of each stage and the peak memory and writes every frame's files (the
 exporter ``lotus2 predict`` uses) next to the input and the ground truth.
 
-The model is ``--model DIR`` (a folder with ``base_model/`` and ``weights/``; ``make demo`` uses
-the trained ``models/demo``), else the tiny random model built in the output folder; a random
-model shows the pipeline working end to end, not the method's quality. The processing size and
-sharpener steps are the model's own (``weights/model.json``) unless given.
+The model is ``--model DIR`` (Lotus-2: a folder with ``base_model/`` and ``weights/``; ``make demo``
+uses the trained ``models/demo``; ``--backend lotus1``: a folder of Lotus-1 pipeline folders,
+``make demo DEMO_BACKEND=lotus1`` uses ``models/demo_lotus1``), else the tiny random model of that
+family built in the output folder; a random model shows the pipeline working end to end, not the
+method's quality. The processing size and refinement steps are the model's own (its
+``model.json``) unless given.
 """
 
 from __future__ import annotations
@@ -39,12 +41,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=640, help="camera width in px (default 640)")
     p.add_argument("--height", type=int, default=480, help="camera height in px (default 480)")
     p.add_argument("--sharpen-steps", type=sharpen_steps, default=None, metavar="N",
-                   help="detail-sharpener steps per refined frame (default: the model's)")
+                   help="refinement steps per refined frame: lotus2 detail-sharpener steps, lotus1 Lotus-G "
+                        "ensemble seeds (default: the model's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--seed", type=int, default=0, help="scene and tiny-model seed")
+    p.add_argument("--backend", choices=("lotus2", "lotus1"), default="lotus2",
+                   help="model family (default lotus2; lotus1: Lotus-D/G pipeline folders)")
     p.add_argument("--model", type=Path, default=None, metavar="DIR",
-                   help="folder with base_model/ and weights/ (default: the tiny random model)")
+                   help="lotus2: folder with base_model/ and weights/; lotus1: folder of Lotus-1 pipeline folders "
+                        "(default: the tiny random model)")
     p.add_argument("--process-res", type=int, default=None, metavar="R",
                    help="cap on the long edge the model sees (default: the model's, from "
                         "MODEL/weights/model.json when present, else 1024)")
@@ -67,16 +73,25 @@ def command(args: argparse.Namespace) -> int:
         log.error("--frames must be >= 1, got %d", args.frames)
         return 2
     out = args.output
-    model_dir = args.model or out / "tiny_model"
-    if args.model is None and not (model_dir / "weights").is_dir():
+    lotus1 = args.backend == "lotus1"
+    model_dir = args.model or out / ("tiny_lotus1" if lotus1 else "tiny_model")
+    if args.model is None and not (model_dir if lotus1 else model_dir / "weights").is_dir():
         print(f"building the tiny model in {model_dir}")
-        make_tiny_model(model_dir, seed=args.seed, force=True)
-    model = dict(base_model=str(model_dir / "base_model"), weights=str(model_dir / "weights"), device=args.device,
-                 dtype=args.dtype)
+        if lotus1:
+            from ..model.tiny_lotus1 import make_tiny_lotus1
+
+            make_tiny_lotus1(model_dir, mode="d", seed=args.seed, force=True)
+        else:
+            make_tiny_model(model_dir, seed=args.seed, force=True)
+    if lotus1:
+        model = dict(backend="lotus1", weights=str(model_dir), device=args.device, dtype=args.dtype)
+    else:
+        model = dict(base_model=str(model_dir / "base_model"), weights=str(model_dir / "weights"), device=args.device,
+                     dtype=args.dtype)
     if args.process_res:
         model["process_res"] = args.process_res
     if args.sharpen_steps:
-        model["sharpen_steps"] = args.sharpen_steps
+        model["ensemble_size" if lotus1 else "sharpen_steps"] = args.sharpen_steps
     if not args.engine_only:
         from ..ros.demo_graph import run_graph
 
@@ -135,9 +150,10 @@ def report(pipeline, per_stage: dict[str, list[float]], totals: list[float], arg
     steps = pipeline.refine_steps
     engine = pipeline.backend
     lines = [
-        f"Lotus-2 pipeline demo: {'model ' + str(args.model) if args.model else 'tiny random model'}, "
+        f"{'Lotus-1' if engine.info.family == 'lotus1' else 'Lotus-2'} pipeline demo: "
+        f"{'model ' + str(args.model) if args.model else 'tiny random model'}, "
         f"{args.width}x{args.height} synthetic frames (processed at {args.height}x{args.width} or smaller), "
-        f"device {engine.device}, {args.dtype}, depth + normal, {steps} sharpener step(s); median of "
+        f"device {engine.device}, {args.dtype}, {' + '.join(pipeline.tasks)}, {steps} refinement step(s); median of "
         f"{len(totals)} frames",
         f"  model load                {load_s * 1e3:9.1f} ms",
         f"  preprocess                {med.get('preprocess', 0):9.1f} ms",
@@ -155,8 +171,9 @@ def report(pipeline, per_stage: dict[str, list[float]], totals: list[float], arg
                 f"  core {task:<7}              {med[f'core_{task}']:9.1f} ms",
                 f"  sharpen {task:<7} per step  {med.get(f'sharpen_{task}', 0) / steps if steps else 0:9.1f} ms",
             ]
+        if f"lcm_{task}" in med:  # Lotus-2 only
+            lines.append(f"  LCM {task:<7}               {med[f'lcm_{task}']:9.1f} ms")
         lines += [
-            f"  LCM {task:<7}               {med[f'lcm_{task}']:9.1f} ms",
             f"  decode {task:<7}            {med.get(f'decode_{task}', 0):9.1f} ms",
             f"  post-process {task:<7}      {med[f'postprocess_{task}']:9.1f} ms",
         ]

@@ -58,13 +58,22 @@ def _add_common(p: argparse.ArgumentParser, stage: str) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = DATA_HELP
     g = p.add_argument_group("model")
+    g.add_argument("--backend", choices=("lotus2", "lotus1"), default="lotus2",
+                   help="model family (default lotus2; lotus1: the SD2 U-Net, Lotus-D/G, train-core only)")
     g.add_argument("--base-model", type=Path, required=True, metavar="DIR",
-                   help="FLUX folder in diffusers layout (transformer/, vae/, scheduler/)")
+                   help="lotus2: FLUX folder in diffusers layout (transformer/, vae/, scheduler/); lotus1: a Stable "
+                        "Diffusion 2 folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a Lotus-1 "
+                        "pipeline folder to fine-tune")
     if stage == "core":
+        g.add_argument("--mode", choices=("d", "g"),
+                       help="lotus1: Lotus-D (image latent in) or Lotus-G (image latent + noisy target latent)")
+        g.add_argument("--detail-preserver-ratio", type=float, default=1.0, metavar="R",
+                       help="lotus1: reconstruction samples (task switcher [0,1], target = the input image) per "
+                            "annotation sample, 0..1 (default 1: the official doubled batch; 0: off)")
         g.add_argument("--weights", type=Path, metavar="DIR",
                        help="Lotus-2 files to fine-tune (core predictor + LCM); default: start fresh")
     else:
-        g.add_argument("--weights", type=Path, required=True, metavar="DIR",
+        g.add_argument("--weights", type=Path, metavar="DIR",
                        help="Lotus-2 files with the trained core predictor + LCM (frozen); an existing "
                             "detail sharpener there is fine-tuned")
     g.add_argument("--prompt-embeds", type=Path, metavar="DIR",
@@ -73,12 +82,15 @@ def _add_common(p: argparse.ArgumentParser, stage: str) -> None:
     g.add_argument("--lora-rank", type=int, metavar="R", help="LoRA rank (default: the release's, 128 depth / 256 normal; a smaller one is "
                         "zero-padded to it on export, exactly; a larger one is refused)")
     g.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA alpha (default: = rank, as the release)")
-    g.add_argument("--lora-targets", default=",".join(OFFICIAL_LORA_TARGETS), metavar="LIST",
-                   help="comma-separated module-name suffixes (default: the release's 12; only those or a subset "
-                        "load in the official inference)")
+    g.add_argument("--lora-targets", metavar="LIST",
+                   help="comma-separated module-name suffixes (default: lotus2 the release's 12 (only those or a "
+                        "subset load in the official inference); lotus1 the attention projections "
+                        "to_q,to_k,to_v,to_out.0)")
     if stage == "core":
         g.add_argument("--full-finetune", action="store_true",
-                       help="train every transformer weight too (small models); exports a base_model/ folder")
+                       help="lotus2: train every transformer weight too (small models), exports a base_model/ "
+                            "folder; lotus1: train the whole U-Net (the paper) instead of LoRA + task switcher + "
+                            "conv_in")
     else:
         g.add_argument("--sigma-sampling", choices=("shifted", "grid"), default="shifted",
                        help="flow times: the continuous shifted schedule family (default) or the N-step grid")
@@ -148,7 +160,10 @@ def config_from_args(args: argparse.Namespace, stage: str):
         val_samples=args.val_samples, resize_short_px=args.resize_short, crop_hw=args.crop, flip_prob=args.flip_prob,
         synthetic=SyntheticOptions(width_px=w, height_px=h, num_scenes=args.synthetic_scenes),
         full_finetune=getattr(args, "full_finetune", False), lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
+        lora_targets=(tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()) if args.lora_targets
+                      else OFFICIAL_LORA_TARGETS),
+        backend=args.backend, mode=getattr(args, "mode", None),
+        detail_preserver_ratio=getattr(args, "detail_preserver_ratio", 1.0),
         sigma_sampling=getattr(args, "sigma_sampling", "shifted"), grid_steps=getattr(args, "grid_steps", 10),
         max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
         lr_scheduler=args.lr_scheduler, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
@@ -176,10 +191,14 @@ def _run(args: argparse.Namespace, stage: str) -> int:
         return 128 + result.stopped_by if result.stopped_by > 0 else 1
     if not result.main_process:
         return 0
+    print(f"trained {stage} for {result.step} steps in {result.seconds / 60:.1f} min")
+    if cfg.backend == "lotus1":
+        print(f"exported: --backend lotus1 --weights {result.export_weights}")
+        print(f"try it:   lotus2 predict --backend lotus1 --weights {result.export_weights} -o OUTDIR IMAGES")
+        return 0
     base = result.export_base_model or cfg.base_model
     steps = "0" if stage == "core" else "10"
     tasks = " ".join(f"--task {t}" for t in cfg.tasks)
-    print(f"trained {stage} for {result.step} steps in {result.seconds / 60:.1f} min")
     print(f"exported: --base-model {base} --weights {result.export_weights}")
     print(f"try it:   lotus2 predict --base-model {base} --weights {result.export_weights} {tasks} "
           f"--sharpen-steps {steps} -o OUTDIR IMAGES")

@@ -12,6 +12,12 @@ from .data import DataSource, SyntheticOptions
 from .objectives import SIGMA_SAMPLING
 
 STAGES = ("core", "sharpener")
+BACKENDS = ("lotus2", "lotus1")
+LOTUS1_MODES = ("d", "g")
+#: LoRA targets of a Lotus-1 U-Net: the attention projections of every transformer block.
+LOTUS1_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+#: Default LoRA rank of a Lotus-1 U-Net (no release to match; alpha = rank).
+LOTUS1_LORA_RANK = 32
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
@@ -22,7 +28,16 @@ class TrainConfig:
 
     Attributes:
         stage: ``"core"`` (core predictor + LCM) or ``"sharpener"`` (detail sharpener).
-        base_model: FLUX folder in diffusers layout to train on.
+        base_model: FLUX folder in diffusers layout to train on (Lotus-1: a Stable Diffusion 2
+            folder — ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/`` — or a
+            Lotus-1 pipeline folder to fine-tune).
+        backend: ``"lotus2"`` (default) or ``"lotus1"`` (the SD2 U-Net, one task per run; the
+            ``core`` stage only; see :mod:`lotus2_ros.train.lotus1_trainer`).
+        mode: Lotus-1 only: ``"d"`` (the image latent in) or ``"g"`` (image latent + noisy target
+            latent in, 8 channels).
+        detail_preserver_ratio: Lotus-1 only: reconstruction samples (task switcher ``[0,1]``, the
+            target is the input image) per annotation sample; 1 = the official doubled batch,
+            0 = no detail preserver.
         output_dir: Run folder: ``checkpoints/``, ``logs/`` (TensorBoard), ``val/`` (images),
             ``metrics.jsonl``, ``config.json`` and, at the end, ``export/``.
         tasks: Tasks trained together (each has its own adapter and LCM).
@@ -43,6 +58,9 @@ class TrainConfig:
     stage: str
     base_model: Path
     output_dir: Path
+    backend: str = "lotus2"
+    mode: str | None = None
+    detail_preserver_ratio: float = 1.0
     tasks: tuple[str, ...] = ("depth",)
     weights: Path | None = None
     prompt_embeds: Path | None = None
@@ -89,6 +107,13 @@ class TrainConfig:
 
         if self.stage not in STAGES:
             bad("stage", self.stage, STAGES)
+        if self.backend not in BACKENDS:
+            bad("backend", self.backend, BACKENDS)
+        if self.backend == "lotus1":
+            self._check_lotus1()
+        elif self.mode is not None:
+            raise ValueError(f"mode (--mode {self.mode}) is a Lotus-1 setting: use it with backend lotus1 "
+                             "(--backend lotus1); Lotus-2 has no D/G modes")
         if not self.tasks or any(t not in TASKS for t in self.tasks) or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks!r}")
         if self.lr_scheduler not in LR_SCHEDULERS:
@@ -112,6 +137,23 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.data:
             raise ValueError("at least one data source is needed")
+
+    def _check_lotus1(self) -> None:
+        if self.stage != "core":
+            raise ValueError("the Lotus-1 backend has no detail sharpener: train it with train-core "
+                             "(train-sharpener is Lotus-2 only)")
+        if self.mode not in LOTUS1_MODES:
+            raise ValueError(f"backend lotus1 needs mode 'd' or 'g' (--mode d|g), got {self.mode!r}")
+        if len(self.tasks) != 1:
+            raise ValueError(f"a Lotus-1 model has one task per U-Net: train one task per run, got {self.tasks!r}")
+        if self.weights is not None:
+            raise ValueError("backend lotus1 takes no weights folder: --base-model names the SD2 folder (or a "
+                             "Lotus-1 pipeline folder to fine-tune)")
+        if not 0.0 <= self.detail_preserver_ratio <= 1.0:
+            raise ValueError(f"detail_preserver_ratio must be in [0, 1] (reconstruction samples per annotation "
+                             f"sample; 1 = the official doubled batch), got {self.detail_preserver_ratio}")
+        if self.lora_targets == OFFICIAL_LORA_TARGETS:  # the Lotus-2 default names FLUX modules
+            object.__setattr__(self, "lora_targets", LOTUS1_LORA_TARGETS)
 
     @property
     def prompt_embeds_dir(self) -> Path:
@@ -139,5 +181,7 @@ class TrainConfig:
         keep = ("stage", "tasks", "full_finetune", "lora_rank", "lora_alpha", "lora_targets", "batch_size",
                 "grad_accum", "seed", "learning_rate", "lr_scheduler", "warmup_steps", "max_steps",
                 "sigma_sampling", "grid_steps", "synthetic", "resize_short_px", "crop_hw", "flip_prob")
+        if self.backend == "lotus1":  # (absent from Lotus-2 fingerprints, so their checkpoints still resume)
+            keep += ("backend", "mode", "detail_preserver_ratio")
         full = json.loads(self.to_json())
         return {k: full[k] for k in keep} | {"data": full["data"]}

@@ -133,3 +133,62 @@ def sharpener_losses(engine, batch: dict, tasks: tuple[str, ...], *, sigma_sampl
         w = latent_weight(batch[f"{task}_weight"], engine.vae_scale_factor)
         losses[task] = sharpener_loss(lambda x, s, t=task: engine.velocity(x, t, s), coarse, z_y[task].float(), sigma, w)
     return losses
+
+
+# ----------------------------------------------------------------------------- Lotus-1
+def detail_preserver_count(batch: int, ratio: float) -> int:
+    """Reconstruction samples added to a micro-batch of ``batch`` annotation samples (``round(ratio·B)``)."""
+    return int(round(ratio * batch))
+
+
+def add_noise_at(target: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
+                 timestep: int) -> torch.Tensor:
+    """DDPM forward noising at one timestep: ``√ᾱ_t · x0 + √(1 − ᾱ_t) · ε`` (Lotus-G's training input)."""
+    a = alphas_cumprod[timestep]
+    return (a.sqrt() * target.double() + (1 - a).sqrt() * noise.double()).to(target.dtype)
+
+
+def lotus1_losses(engine, batch: dict, task: str, *, alphas_cumprod: torch.Tensor,
+                  preserver_ratio: float) -> dict[str, torch.Tensor]:
+    """The Lotus-1 objective of one micro-batch (x0 prediction at timestep 999, latent space).
+
+    With ``k = round(ratio·B)`` (the official code: ``k = B``), the U-Net sees ``B + k`` samples::
+
+        input   = [z_x ; z_x[:k]]                         # image latents (posterior mode)
+        target  = [z_y ; z_x[:k]]                         # annotation latents, then the image itself
+        switch  = [[1,0]]·B ++ [[0,1]]·k                  # → [sin a, sin b, cos a, cos b]
+        Lotus-G: input ← [input, √ᾱ₉₉₉·target + √(1−ᾱ₉₉₉)·ε] (8 channels; ε from batch["seed"])
+        ẑ       = unet(input, 999, empty prompt, switch)  # the x0 latent
+        L_task  = Σ w·(ẑ[:B] − z_y)² / Σ w                # w: valid fraction per latent pixel
+        L_rec   = mean (ẑ[B:] − z_x[:k])²                 # the detail preserver (equal weight)
+
+    Returns ``{task: L_task}`` plus ``{"reconstruction": L_rec}`` when ``k > 0``.
+    """
+    from ..model.lotus1 import ANNOTATION_SWITCH, RECONSTRUCTION_SWITCH, TIMESTEP, task_switcher
+
+    with torch.no_grad():
+        z_x = engine.encode(batch["rgb"])[task]  # [B,4,h,w]
+        z_y = engine.encode(batch[task])[task]  # [B,4,h,w]
+    b = z_x.shape[0]
+    k = detail_preserver_count(b, preserver_ratio)
+    cond = torch.cat([z_x, z_x[:k]])  # [B+k,4,h,w]
+    target = torch.cat([z_y, z_x[:k]])  # [B+k,4,h,w]
+    switch = torch.cat([task_switcher(ANNOTATION_SWITCH, b, engine.device),
+                        task_switcher(RECONSTRUCTION_SWITCH, k, engine.device)])  # [B+k,4]
+    unet = engine.unets[task]
+    if engine.mode(task) == "g":
+        gen = torch.Generator().manual_seed(int(batch["seed"]))
+        noise = torch.randn(target.shape, generator=gen, dtype=torch.float32).to(target.device, target.dtype)
+        x = torch.cat([cond, add_noise_at(target, noise, alphas_cumprod, TIMESTEP)], dim=1)  # [B+k,8,h,w]
+    else:
+        x = cond
+    timestep = torch.full((b + k,), TIMESTEP, dtype=torch.long, device=x.device)
+    prompt = engine.prompts[task].expand(b + k, -1, -1)
+    dtype = next(unet.parameters()).dtype  # the trained U-Net's (float32), whatever the frozen VAE's
+    pred = unet(x.to(dtype), timestep, encoder_hidden_states=prompt.to(dtype), class_labels=switch.to(dtype),
+                return_dict=False)[0]  # [B+k,4,h,w]
+    w = latent_weight(batch[f"{task}_weight"], 2 ** (len(engine.vaes[task].config.block_out_channels) - 1))
+    losses = {task: weighted_mse(pred[:b], z_y, w)}
+    if k:
+        losses["reconstruction"] = weighted_mse(pred[b:], target[b:])
+    return losses

@@ -90,7 +90,14 @@ class RunResult:
 class Trainer:
     """Builds the model, data, optimizer and accelerator for a :class:`TrainConfig`; :meth:`run` trains."""
 
-    def __init__(self, config: TrainConfig):
+    def __new__(cls, config: TrainConfig):
+        if cls is Trainer and config.backend == "lotus1":  # the other model family, same loop
+            from .lotus1_trainer import Lotus1Trainer
+
+            return super().__new__(Lotus1Trainer)
+        return super().__new__(cls)
+
+    def _start_accelerator(self, config: TrainConfig):
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration, set_seed
 
@@ -102,6 +109,38 @@ class Trainer:
             mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
             log_with=log_with, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
         set_seed(cfg.seed)
+        return cfg, acc
+
+    def _prepare(self, module) -> None:
+        """AdamW and the LR schedule on the trainable parameters; accelerate wraps all three."""
+        from diffusers.optimization import get_scheduler
+
+        cfg, acc = self.config, self.accelerator
+        params = [p for p in module.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: no parameter requires gradients")
+        self.num_trainable = sum(p.numel() for p in params)
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                                      weight_decay=cfg.weight_decay)
+        scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps * acc.num_processes,
+                                  num_training_steps=cfg.max_steps * acc.num_processes)
+        self.model, self.optimizer, self.scheduler = acc.prepare(module, optimizer, scheduler)
+        self.module = acc.unwrap_model(self.model)
+
+    def _open_data(self) -> None:
+        """Training sources, held-out frames and the checkpoint hooks."""
+        cfg, acc = self.config, self.accelerator
+        kw = dict(resize_short_px=cfg.resize_short_px, crop_hw=cfg.crop_hw, flip_prob=cfg.flip_prob,
+                  synthetic=cfg.synthetic)
+        self.datasets = [open_source(s, **kw) for s in cfg.data]
+        val_sources = cfg.val_data or cfg.data
+        self.val_samples = heldout_samples([open_source(s, heldout=True, **kw) for s in val_sources],
+                                           cfg.val_samples) if cfg.val_samples and cfg.validate_every else []
+        acc.register_save_state_pre_hook(self._save_hook)
+        acc.register_load_state_pre_hook(self._load_hook)
+
+    def __init__(self, config: TrainConfig):
+        cfg, acc = self._start_accelerator(config)
         if cfg.full_finetune and cfg.base_dtype != "fp32":
             raise ValueError("full_finetune trains every transformer weight: base_dtype must be fp32 "
                              "(mixed_precision bf16 still computes in bf16)")
@@ -127,20 +166,9 @@ class Trainer:
         self.ranks = lora_ranks(transformer)
         self.transformer_config = dict(transformer.config)
         self._check_exportable(transformer)
-        params = [p for p in module.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("nothing to train: no parameter requires gradients")
-        self.num_trainable = sum(p.numel() for p in params)
 
         # 2. Optimizer and LR schedule (stepped once per process per optimizer step by accelerate).
-        from diffusers.optimization import get_scheduler
-
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
-                                      weight_decay=cfg.weight_decay)
-        scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps * acc.num_processes,
-                                  num_training_steps=cfg.max_steps * acc.num_processes)
-        self.model, self.optimizer, self.scheduler = acc.prepare(module, optimizer, scheduler)
-        self.module = acc.unwrap_model(self.model)
+        self._prepare(module)
 
         # 3. The inference engine on the trained modules.
         prompt = load_flux_prompt(cfg.prompt_embeds_dir, transformer, cfg.base_model)
@@ -160,14 +188,7 @@ class Trainer:
                                 grid_steps=cfg.grid_steps))
 
         # 4. Data.
-        kw = dict(resize_short_px=cfg.resize_short_px, crop_hw=cfg.crop_hw, flip_prob=cfg.flip_prob,
-                  synthetic=cfg.synthetic)
-        self.datasets = [open_source(s, **kw) for s in cfg.data]
-        val_sources = cfg.val_data or cfg.data
-        self.val_samples = heldout_samples([open_source(s, heldout=True, **kw) for s in val_sources],
-                                           cfg.val_samples) if cfg.val_samples and cfg.validate_every else []
-        acc.register_save_state_pre_hook(self._save_hook)
-        acc.register_load_state_pre_hook(self._load_hook)
+        self._open_data()
 
     # ------------------------------------------------------------------ building
     def _build_adapters(self, transformer, channels: int) -> dict:
