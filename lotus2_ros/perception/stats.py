@@ -25,15 +25,22 @@ class RateWindow:
         counts the open gap since the last event once that gap exceeds their mean interval: a
         steady stream reads its exact rate at any moment, a stream that stopped reads ever less
         (25 Hz that stopped 4.8 s ago reads 1 Hz in a 5 s window, not 25 Hz).
+
+        A stream slower than two events per window (a heavy model on a small GPU, 0.2 Hz) is
+        measured on its last two events, so it reads its rate instead of 0; it reads 0 once no
+        event came for longer than the window and twice that last interval (stopped).
         """
         now = time.monotonic() if now is None else now
-        while self._times and self._times[0] < now - self.window_s:
+        # Expired events go, but the last two stay: they measure a stream slower than the window.
+        while len(self._times) > 2 and self._times[0] < now - self.window_s:
             self._times.popleft()
         n = len(self._times)
         if n < 2:
             return 0.0
         first, last = self._times[0], self._times[-1]
         mean_gap = (last - first) / (n - 1)
+        if first < now - self.window_s and now - last > max(self.window_s, 2.0 * mean_gap):
+            return 0.0  # fewer than two events in the window and none for a long time: stopped
         span = max(last - first, now - first - mean_gap)
         return (n - 1) / max(span, 1e-9)
 

@@ -158,6 +158,20 @@ def test_a_stream_that_stopped_reads_a_decaying_rate_not_its_old_one():
     assert rate.rate_hz(now=15.1) == 0.0
 
 
+def test_a_stream_slower_than_the_window_reads_its_rate_and_zero_once_it_stopped():
+    """A node at 0.2 Hz (one result every 5 s) in a 5 s window: its rate, not 0 (make demo showed
+    output_rate_hz=0.000 while publishing every ~4 s)."""
+    rate = RateWindow(window_s=5.0)
+    for t in (0.0, 5.0, 10.0, 15.0):
+        rate.add(t)
+    assert rate.rate_hz(now=15.0) == pytest.approx(0.2)
+    assert rate.rate_hz(now=19.9) == pytest.approx(0.2)  # one event in the window: the last two measure it
+    assert rate.rate_hz(now=22.5) == pytest.approx(1 / 7.5)  # a late one: decays
+    assert rate.rate_hz(now=25.1) == 0.0  # no event for more than twice its interval: stopped
+    rate.add(26.0)
+    assert rate.rate_hz(now=26.0) == pytest.approx(1 / 11.0)  # back: measured from the last two events
+
+
 def test_node_rates_and_the_starved_sharpener_figures_decay_after_the_stream_stops(clock):
     s = NodeStats(window_s=5.0)
     for _ in range(100):
