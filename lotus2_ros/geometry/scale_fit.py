@@ -453,6 +453,20 @@ def fit_affine(
     )
 
 
+def _check_metric_map(scale: float, shift: float, min_depth_m: float, max_depth_m: float) -> None:
+    """Raises ValueError unless the metric map is usable: scale positive and finite, shift finite,
+    ``0 <= min_depth_m < max_depth_m``."""
+    if not (math.isfinite(scale) and scale > 0.0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    if not math.isfinite(shift):
+        raise ValueError(f"shift must be finite, got {shift!r}")
+    if not (math.isfinite(min_depth_m) and min_depth_m >= 0.0 and max_depth_m > min_depth_m):
+        raise ValueError(
+            f"need 0 <= min_depth_m < max_depth_m, got min_depth_m={min_depth_m!r}, "
+            f"max_depth_m={max_depth_m!r}"
+        )
+
+
 def metric_depth_from_disparity(
     disparity: np.ndarray,
     scale: float,
@@ -474,15 +488,7 @@ def metric_depth_from_disparity(
         depth leaves ``[min_depth_m, max_depth_m]`` or the disparity is not finite. Never
         relative values: a non-positive or non-finite scale raises.
     """
-    if not (math.isfinite(scale) and scale > 0.0):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-    if not math.isfinite(shift):
-        raise ValueError(f"shift must be finite, got {shift!r}")
-    if not (math.isfinite(min_depth_m) and min_depth_m >= 0.0 and max_depth_m > min_depth_m):
-        raise ValueError(
-            f"need 0 <= min_depth_m < max_depth_m, got min_depth_m={min_depth_m!r}, "
-            f"max_depth_m={max_depth_m!r}"
-        )
+    _check_metric_map(scale, shift, min_depth_m, max_depth_m)
     d = np.asarray(disparity)
     if d.dtype != np.float32:
         d = d.astype(np.float32)
@@ -519,15 +525,7 @@ def metric_depth_from_depth(
     Returns float32 metres like ``depth``; NaN outside ``[min_depth_m, max_depth_m]``, where the
     result is not positive or ``d`` is not finite. Raises on a non-positive or non-finite scale.
     """
-    if not (math.isfinite(scale) and scale > 0.0):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-    if not math.isfinite(shift):
-        raise ValueError(f"shift must be finite, got {shift!r}")
-    if not (math.isfinite(min_depth_m) and min_depth_m >= 0.0 and max_depth_m > min_depth_m):
-        raise ValueError(
-            f"need 0 <= min_depth_m < max_depth_m, got min_depth_m={min_depth_m!r}, "
-            f"max_depth_m={max_depth_m!r}"
-        )
+    _check_metric_map(scale, shift, min_depth_m, max_depth_m)
     z = np.asarray(depth, dtype=np.float32) * np.float32(scale)
     z += np.float32(shift)
     with np.errstate(invalid="ignore"):
