@@ -40,6 +40,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the published configs in real_model_memory.py
+
+import real_model_memory  # noqa: E402
 
 from lotus2_ros.model.backend import DTYPES, ModelInfo, StageTimer  # noqa: E402
 from lotus2_ros.model.engine import Lotus2Engine  # noqa: E402
@@ -50,18 +53,9 @@ from lotus2_ros.model.spec import ModelSettings  # noqa: E402
 from lotus2_ros.model.tiny import TINY_LORA_RANKS, TINY_TEXT_DIM, TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG  # noqa: E402
 from lotus2_ros.model.weights import OFFICIAL_LORA_TARGETS  # noqa: E402
 
-#: FLUX.1-dev's published configurations (as in ``real_model_memory.py``), plus the VAE's latent scaling.
-FLUX_DEV_TRANSFORMER = dict(
-    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
-)
-FLUX_DEV_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, norm_num_groups=32,
-    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, use_quant_conv=False, use_post_quant_conv=False,
-    scaling_factor=0.3611, shift_factor=0.1159,
-)
+#: FLUX.1-dev's published configurations (``real_model_memory.py``), plus the VAE's latent scaling.
+FLUX_DEV_TRANSFORMER = real_model_memory.FLUX_DEV_TRANSFORMER
+FLUX_DEV_VAE = dict(real_model_memory.FLUX_DEV_VAE, scaling_factor=0.3611, shift_factor=0.1159)
 SIZES = {
     "real": dict(transformer=FLUX_DEV_TRANSFORMER, vae=FLUX_DEV_VAE, ranks={"depth": 128, "normal": 256},
                  prompt=(512, 4096, 768)),
