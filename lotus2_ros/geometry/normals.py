@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .bands import row_bands
+
 #: Vectors shorter than this are treated as undefined (NaN) when normalising.
 MIN_NORM = 1e-6
 
@@ -92,32 +94,27 @@ def normalize_planes(planes: np.ndarray) -> np.ndarray:
     """:func:`normalize` for channel-planar vectors: ``[..., 3, H, W]`` → ``[..., H, W, 3]`` unit vectors.
 
     Bit-identical to ``normalize(np.moveaxis(planes, -3, -1))`` (NaN where the length is below
-    ``MIN_NORM`` or not finite). Every pass runs on contiguous planes; one ``cv2.merge`` per image
-    interleaves the result.
+    ``MIN_NORM`` or not finite). Runs over bands of rows (:mod:`.bands`): per band, the passes of
+    :func:`_normalize_components` on contiguous plane rows, then one ``cv2.merge`` interleaves the
+    band into the result, so the whole image is read once and written once.
     """
     v = np.ascontiguousarray(planes, dtype=np.float32)
     if v.ndim < 3 or v.shape[-3] != 3:
         raise ValueError(f"planes must have shape [..., 3, H, W], got {v.shape}")
-    x, y, z = v[..., 0, :, :], v[..., 1, :, :], v[..., 2, :, :]
-    sq = x * x  # the operations of _normalize_components, in its order
-    tmp = y * y
-    sq += tmp
-    np.multiply(z, z, out=tmp)
-    sq += tmp
-    norm = np.sqrt(sq, out=sq)  # [..., H, W]
-    all_valid = norm.size == 0 or bool(norm.min() >= MIN_NORM) and bool(norm.max() < np.inf)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        unit = np.divide(v, norm[..., None, :, :])  # [..., 3, H, W], contiguous
-    if not all_valid:
-        bad = ~((norm >= MIN_NORM) & (norm < np.inf))  # NaN compares False
-        unit[np.broadcast_to(bad[..., None, :, :], unit.shape)] = np.nan
-    lead = v.shape[:-3]
-    out = np.empty((*lead, *v.shape[-2:], 3), dtype=np.float32)  # [..., H, W, 3]
-    if out.size:
-        flat_unit = unit.reshape(-1, *unit.shape[-3:])
-        flat_out = out.reshape(-1, *out.shape[-3:])
-        for i in range(flat_unit.shape[0]):
-            cv2.merge([flat_unit[i, 0], flat_unit[i, 1], flat_unit[i, 2]], dst=flat_out[i])
+    height, width = v.shape[-2:]
+    out = np.empty((*v.shape[:-3], height, width, 3), dtype=np.float32)  # [..., H, W, 3]
+    if out.size == 0:
+        return out
+    flat_v = v.reshape(-1, 3, height, width)
+    flat_out = out.reshape(-1, height, width, 3)
+    bands = list(row_bands(height, width))
+    unit = np.empty((3, bands[0].stop - bands[0].start, width), dtype=np.float32)  # one band's planes
+    for i in range(flat_v.shape[0]):
+        for rows in bands:
+            n = rows.stop - rows.start
+            u = unit[:, :n]  # [3, n, W], each plane contiguous
+            _normalize_components((flat_v[i, 0, rows], flat_v[i, 1, rows], flat_v[i, 2, rows]), (u[0], u[1], u[2]))
+            cv2.merge([u[0], u[1], u[2]], dst=flat_out[i, rows])
     return out
 
 

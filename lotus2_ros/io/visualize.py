@@ -8,6 +8,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from ..geometry.bands import row_bands
+
 
 def colorize_disparity(disparity: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
     """Colour-map a disparity (or any "larger = nearer") image: near is red/yellow, far is blue.
@@ -102,19 +104,29 @@ def colorize_normals(normals_optical: np.ndarray) -> np.ndarray:
     # (n_model + 1)/2 = (1 − n)/2, times 255, rounded half up. Halving 1 − n is exact (it is 0 or
     # a normal float), so (1 − n) * 127.5 rounds the same real number as (1 − n)/2 * 255:
     # bit-identical to optical_to_model(n) * 255 + 0.5 clipped to [0, 255] and truncated, with
-    # one pass less. C order so the result is a plain RGB image.
-    x = np.subtract(1.0, n, order="C", dtype=np.float32)
-    x *= 127.5
-    x += 0.5
-    # Unit normals give values in [0.5, 255.5]: truncation alone is then exact (no clip), and a
-    # finite min and max show that no channel was NaN/Inf (they propagate NaN), so the per-pixel
-    # mask is only built when needed. Large finite inputs also take the exact slow path.
-    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
-    if not (lo >= 0.0 and hi < 256.0):
-        np.clip(x, 0, 255, out=x)
-        if not np.isfinite(n).all():
-            x[~np.isfinite(n).all(axis=-1)] = 0.0
-    return x.astype(np.uint8)
+    # one pass less. Runs over bands of rows (geometry.bands), so the passes after the first read
+    # cache, not memory.
+    height, width = n.shape[:2]
+    out = np.empty((height, width, 3), dtype=np.uint8)  # C order: a plain RGB image
+    if out.size == 0:
+        return out
+    bands = list(row_bands(height, width))
+    buf = np.empty((bands[0].stop - bands[0].start, width, 3), dtype=np.float32)
+    for rows in bands:
+        nb = n[rows]
+        x = buf[: rows.stop - rows.start]
+        np.subtract(1.0, nb, out=x)
+        x *= 127.5
+        x += 0.5
+        # Unit normals give values in [0.5, 255.5]: truncation alone is then exact (no clip), and a
+        # finite min and max show that no channel was NaN/Inf (they propagate NaN), so the
+        # per-pixel mask is only built when needed. Large finite inputs also take the exact slow path.
+        if not (float(x.min()) >= 0.0 and float(x.max()) < 256.0):
+            np.clip(x, 0, 255, out=x)
+            if not np.isfinite(nb).all():
+                x[~np.isfinite(nb).all(axis=-1)] = 0.0
+        np.copyto(out[rows], x, casting="unsafe")  # float → uint8 truncates, as astype does
+    return out
 
 
 def draw_depth_points(rgb: np.ndarray, u_px: np.ndarray, v_px: np.ndarray, depth_m: np.ndarray, *,
