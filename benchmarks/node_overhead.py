@@ -44,6 +44,7 @@ from lotus2_ros.model.backend import BackendConfig  # noqa: E402
 from lotus2_ros.model.engine import Lotus2Engine  # noqa: E402
 from lotus2_ros.model.tiny import make_tiny_model  # noqa: E402
 from lotus2_ros.perception import Frame, PerceptionConfig, PerceptionPipeline  # noqa: E402
+from lotus2_ros.perception.memory import retain_freed_memory  # noqa: E402
 from lotus2_ros.perception.messages import output_messages  # noqa: E402
 from lotus2_ros.perception.outputs import base_output_topics  # noqa: E402
 from lotus2_ros.perception.pipeline import FORWARD_STAGES  # noqa: E402
@@ -128,12 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice); 1 keeps torch's idle worker "
                         "threads from competing with the numpy stages on a small, busy machine")
+    parser.add_argument("--no-retain-freed-memory", dest="retain_freed_memory", action="store_false",
+                        help="leave glibc's allocator as it is (the node calls retain_freed_memory at start)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}")
+    # As the node does at start (perception/memory.py); --no-retain-freed-memory measures without.
+    retained = retain_freed_memory() if args.retain_freed_memory else False
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}; "
+          f"freed memory retained as in the node: {retained}")
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny_model(Path(tmp) / "tiny", seed=0)
         engine = Lotus2Engine.load(BackendConfig(base_model=model.base_model, weights=model.weights,

@@ -198,8 +198,10 @@ def _run_one(options, engine, stop: StopOnSignal) -> int:
 # ---------------------------------------------------------------------------- process-bag
 def command(args: argparse.Namespace) -> int:
     from ..bag.processor import plan_bag_run
+    from ..perception.memory import retain_freed_memory
     from ..perception.pipeline import load_model
 
+    retain_freed_memory()  # frame buffers reuse pages (perception/memory.py)
     try:
         config = build_config(args)
         options = options_for(args, config, args.input_bag, args.output_bag, args.export_dir)
@@ -216,8 +218,10 @@ def command(args: argparse.Namespace) -> int:
 def process_bags_command(args: argparse.Namespace) -> int:
     from ..bag.journal import partial_path
     from ..bag.shard import assign_bags, device_for, shard_from_env
+    from ..perception.memory import retain_freed_memory
     from ..perception.pipeline import load_model
 
+    retain_freed_memory()  # frame buffers reuse pages (perception/memory.py)
     try:
         shard = shard_from_env(index=args.shard_index, count=args.num_shards)
         device = device_for(args.device or _config_device(args), shard)

@@ -146,10 +146,13 @@ class PerceptionNode(Node):
         # The model stack (torch) is imported only once the parameters are known to be good.
         from ..model.quiet import quiet_third_party
         from ..perception.intake import Intake
+        from ..perception.memory import retain_freed_memory
         from ..perception.pipeline import load_pipeline
         from .msg_types import rclpy_types
 
         quiet_third_party()
+        # Each frame's buffers reuse the previous frame's pages instead of faulting in new ones.
+        retain_freed_memory()
         self.types = rclpy_types()
         self.stats = NodeStats()
         self.pipeline = load_pipeline(self.config)  # before any subscription: fail fast
