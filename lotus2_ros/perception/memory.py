@@ -4,9 +4,11 @@ Every frame allocates and frees the same large arrays (a 1280x720 frame: resized
 colourised images, the cloud payload; tens of MB). glibc serves allocations above its mmap
 threshold (128 KiB at start, raised on the fly up to 32 MiB) with fresh mappings, and returns
 freed memory at the top of its heaps to the kernel once it exceeds the trim threshold, so the next
-frame's arrays land on new pages that the kernel must fault in and zero first. On the 2-core CI
-machine (a VM, where faults are dear) that was about half of the node's per-frame overhead at
-1280x720 (``benchmarks/node_overhead.py``: ``to_normals`` 17 → 9 ms alone).
+frame's arrays can land on new pages that the kernel must fault in and zero first. Whether they
+do depends on the order of allocations and frees: standalone, the normals post-processing of a
+1280x720 frame took 17 ms instead of 9 ms on the 2-core CI machine (a VM, where faults are dear);
+in ``benchmarks/node_overhead.py``'s loop glibc's own adaptation already avoided it (no
+measurable difference there). This makes the reuse independent of that order.
 
 :func:`retain_freed_memory` sets the mmap threshold to glibc's maximum and the trim threshold
 high, so a frame's buffers reuse the previous frame's pages. The cost is resident memory: the
