@@ -4,8 +4,9 @@ A chain of numpy passes over a 1280x720 float32 plane (3.7 MB) reads and writes 
 every pass; on the 2-core CI machine that traffic, not the arithmetic, is most of the node's
 post-processing time. Run over bands of rows that fit the L2 cache together with their
 temporaries, only the first read and the last write of each band reach memory: the same
-operations in the same order (bit-identical results), 2–3x faster at camera sizes
-(``benchmarks/node_overhead.py``).
+operations in the same order (bit-identical results). In the node's loop at 1280x720
+(``benchmarks/node_overhead.py``, 2-core CI machine): normalising the normals 7.0 → 5.2 ms,
+colourising them 6.4 → 3.4 ms, points from depth 4.3 → 2.8 ms (medians).
 """
 
 from __future__ import annotations
