@@ -75,8 +75,9 @@ def replaying(engine_cls):
             return dict(self._get(("p", tuple(tasks), tuple(cond.shape)),
                                   lambda: engine_cls.predict(self, cond, tasks, timer)))
 
-        def decode(self, z):
-            return self._get(("d", tuple(z.shape), float(z.flatten()[0])), lambda: engine_cls.decode(self, z))
+        def decode(self, z, *task):  # decode(z) before the backend interface, decode(z, task) since
+            return self._get(("d", tuple(z.shape), float(z.flatten()[0]), *task),
+                             lambda: engine_cls.decode(self, z, *task))
 
     return Replay
 
