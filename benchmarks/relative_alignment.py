@@ -1,6 +1,7 @@
 """Relative depth on one scale without a metric reference: jitter and temporal consistency (prints figures).
 
     PYTHONPATH=. python benchmarks/relative_alignment.py [--frames 30 60] [--seeds 0 1 2] [--model models/demo]
+        [--variant aligner|pull|oracle] [--pull-time-constant-s 1.0]
 
 Trajectories: the synthetic scenes (indoor and street, several seeds) along their camera
 trajectory (0.1 m per frame at 10 Hz with a ±5° yaw sway), 320x240 px, 70° field of view, for
@@ -26,6 +27,17 @@ Figures, each against the ground truth of the same frames:
   one sequence fit is moved into the next frame with the true poses and compared with the next
   frame's own depth there (AbsRel), both directions, averaged; only points the next frame sees
   (true depths agree within 2 %).
+
+``--variant`` replaces the aligned column by an experiment of issue #14 (not the product; both
+reach into the aligner's state):
+
+* ``pull``: a complementary filter — the aligner's frame-to-frame fit, with the output's scale
+  (log inter-quartile ratio) and median offset from the raw frame's own decaying towards the raw
+  frame with time constant ``--pull-time-constant-s``, the pulled frame fed back into the reference.
+* ``oracle``: before each fit the reference is moved by the true change of the view — multiplied
+  by the median ratio of the true disparities of this frame and the one before (fixed pixels),
+  about the output's true zero disparity (from the first frame's least-squares fit). Information
+  no prediction carries: it shows what the aligner lacks.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ import numpy as np
 
 from lotus2_ros.geometry import PinholeCamera
 from lotus2_ros.geometry.relative_alignment import (
+    AlignedPrediction,
     RelativeAligner,
     RelativeAlignmentConfig,
 )
@@ -125,18 +138,77 @@ def tae(estimates, depths, poses) -> float:
     return float(np.mean(np.concatenate(errors)))
 
 
-def figures(preds, depths, poses) -> dict[str, float]:
+def scale_figures(preds, depths) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Scale jitter and sequence AbsRel (percent), and the metric depths of the one sequence fit."""
     scales = per_frame_scales(preds, depths)
     metric = sequence_depths(preds, depths)
     with np.errstate(invalid="ignore"):  # a frame whose prediction runs against the truth has s <= 0: no jitter
         steps = np.diff(np.log(np.where(scales > 0, scales, np.nan)))
     steps = steps[np.isfinite(steps)]
     return {"jitter_pct": 100.0 * float(np.sqrt(np.mean(steps ** 2))) if steps.size else math.nan,
-            "absrel_pct": 100.0 * abs_rel(metric, depths), "tae_pct": 100.0 * tae(metric, depths, poses)}
+            "absrel_pct": 100.0 * abs_rel(metric, depths)}, metric
 
 
-def align(preds: list[np.ndarray], space: str = "disparity") -> tuple[list[np.ndarray], int]:
-    aligner = RelativeAligner(RelativeAlignmentConfig(space=space))
+def figures(preds, depths, poses) -> dict[str, float]:
+    result, metric = scale_figures(preds, depths)
+    return result | {"tae_pct": 100.0 * tae(metric, depths, poses)}
+
+
+class PulledAligner(RelativeAligner):
+    """``--variant pull`` (an experiment, see the docstring): the fit's scale and median offset decay
+    towards the raw frame's with ``time_constant_s``."""
+
+    def __init__(self, time_constant_s: float, config: RelativeAlignmentConfig):
+        super().__init__(config)
+        self.time_constant_s = time_constant_s
+
+    def update(self, prediction, stamp_ns):
+        last, reference = self._last_stamp_ns, self._reference
+        result = super().update(prediction, stamp_ns)
+        if result.reset:
+            return result
+        keep = math.exp(-(stamp_ns - last) * 1e-9 / self.time_constant_s)
+        grid = self._grid(prediction)
+        median = float(np.median(grid[np.isfinite(grid)]))
+        scale = result.scale ** keep  # log scale decays towards 0 (the raw frame's IQR)
+        shift = median + keep * (result.scale * median + result.shift - median) - scale * median
+        pulled = scale * grid + shift
+        w = self.config.reference_weight
+        blended = np.where(np.isfinite(reference), (1.0 - w) * reference + w * pulled, pulled)
+        self._reference = np.where(np.isfinite(blended), blended, pulled).astype(np.float32)
+        values = prediction.astype(np.float32) * np.float32(scale) + np.float32(shift)
+        return AlignedPrediction(values, scale, shift, False, "", result.inlier_fraction)
+
+
+class OracleAligner(RelativeAligner):
+    """``--variant oracle`` (an experiment, see the docstring): the reference moved by the true change of the view."""
+
+    def __init__(self, depths: list[np.ndarray], zero: float, config: RelativeAlignmentConfig):
+        super().__init__(config)
+        self.depths, self.zero, self.k = depths, zero, 0
+
+    def update(self, prediction, stamp_ns):
+        if self._reference is not None and self.k > 0:
+            before, now = (self._grid(np.where(np.isfinite(z), 1.0 / z, np.nan))
+                           for z in self.depths[self.k - 1:self.k + 1])
+            ratio = float(np.nanmedian(now / before))
+            self._reference = (self.zero + ratio * (self._reference - self.zero)).astype(np.float32)
+        self.k += 1
+        return super().update(prediction, stamp_ns)
+
+
+def align(preds: list[np.ndarray], space: str = "disparity", variant: str = "aligner",
+          pull_time_constant_s: float = 1.0, depths: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], int]:
+    config = RelativeAlignmentConfig(space=space)
+    if variant == "pull":
+        aligner = PulledAligner(pull_time_constant_s, config)
+    elif variant == "oracle":
+        valid = np.isfinite(depths[0]) & np.isfinite(preds[0])
+        A = np.stack([preds[0][valid], np.ones(valid.sum())], 1).astype(np.float64)
+        s, t = np.linalg.lstsq(A, 1.0 / depths[0][valid], rcond=None)[0]
+        aligner = OracleAligner(depths, -t / s, config)  # the output value of zero disparity
+    else:
+        aligner = RelativeAligner(config)
     out, resets = [], 0
     for k, d in enumerate(preds):
         result = aligner.update(d, int(k * 1e9 / RATE_HZ))
@@ -161,11 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", default="none",
                         help="also a model folder's own predictions (e.g. models/demo; slow on a CPU), or 'none'")
+    parser.add_argument("--variant", choices=("aligner", "pull", "oracle"), default="aligner",
+                        help="what makes the aligned column: the product's aligner or an experiment (see above)")
+    parser.add_argument("--pull-time-constant-s", type=float, default=1.0, help="--variant pull: time constant, s")
     args = parser.parse_args(argv)
     sources = {"simulated": None}
     if args.model != "none":
         sources[Path(args.model).name] = model_predictor(Path(args.model))
-    print(f"{CAMERA.width_px}x{CAMERA.height_px}, {RATE_HZ:g} Hz; figures: raw -> aligned")
+    variant = {"aligner": "aligned", "oracle": "oracle",
+               "pull": f"pulled (time constant {args.pull_time_constant_s:g} s)"}[args.variant]
+    print(f"{CAMERA.width_px}x{CAMERA.height_px}, {RATE_HZ:g} Hz; figures: raw -> {variant}")
     print("| prediction | trajectory | frames | scale jitter % | AbsRel % (one s,t per sequence) | TAE % | resets |")
     print("|---|---|---|---|---|---|---|")
     worse = {n: [] for n in args.frames}
@@ -182,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                     all_preds = [predict(f.rgb) for f in frames]
                 for n in args.frames:
                     preds, depths = all_preds[:n], [f.depth_m.astype(np.float64) for f in frames[:n]]
-                    aligned, resets = align(preds)
+                    aligned, resets = align(preds, variant=args.variant, depths=depths,
+                                            pull_time_constant_s=args.pull_time_constant_s)
                     raw, new = figures(preds, depths, poses[:n]), figures(aligned, depths, poses[:n])
                     if not all(new[k] < raw[k] for k in ("jitter_pct", "absrel_pct")):
                         worse[n].append(f"{source} {kind} {seed}")
@@ -190,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{raw['absrel_pct']:.2f} -> {new['absrel_pct']:.2f} | {raw['tae_pct']:.2f} -> "
                           f"{new['tae_pct']:.2f} | {resets} |", flush=True)
     for n, names in worse.items():
-        print(f"{n} frames: alignment lowered both scale jitter and AbsRel on "
+        print(f"{n} frames: {variant} lowered both scale jitter and AbsRel on "
               f"{len(sources) * 2 * len(args.seeds) - len(names)} of {len(sources) * 2 * len(args.seeds)} trajectories"
               + (f"; not on: {', '.join(names)}" if names else ""))
     return 0

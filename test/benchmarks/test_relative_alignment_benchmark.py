@@ -1,0 +1,52 @@
+"""``benchmarks/relative_alignment.py``: issue #14's done-when on an indoor drive, at a small size.
+
+Done when the aligned outputs have a lower frame-to-frame scale jitter AND a lower AbsRel under one
+scale and shift fitted for the whole sequence than the raw ones, on every synthetic trajectory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lotus2_ros.geometry import PinholeCamera
+from lotus2_ros.synthetic import camera_trajectory, make_scene, render
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "relative_alignment.py"
+CAMERA = PinholeCamera.from_fov(128, 96, 70.0)  # the benchmark's figures hold at this size (within 1 %)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("relative_alignment_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def raw_and_aligned(bench, seed: int, frames: int) -> tuple[dict[str, float], dict[str, float]]:
+    """The benchmark's simulated predictions of the indoor drive ``seed`` (same random stream as it)."""
+    scene = make_scene("indoor", seed)
+    depths = [render(scene, CAMERA, pose).depth_m.astype(np.float64) for pose in camera_trajectory(scene, frames)]
+    rng = np.random.default_rng(1000 * seed)
+    preds = [bench.simulate(z, rng) for z in depths]
+    aligned, _ = bench.align(preds)
+    return bench.scale_figures(preds, depths)[0], bench.scale_figures(aligned, depths)[0]
+
+
+def test_a_3_s_indoor_drive_comes_out_steadier_and_closer_to_one_scale_aligned_than_raw(bench):
+    raw, aligned = raw_and_aligned(bench, seed=1, frames=30)
+    assert aligned["jitter_pct"] < 0.3 * raw["jitter_pct"]
+    assert aligned["absrel_pct"] < 0.6 * raw["absrel_pct"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue #14, open: driving towards the end wall, the aligner takes the approach "
+                   "for a normalisation change and drifts (raw 18.8 %, aligned 23.3 % AbsRel); the predictions do "
+                   "not carry the approach (see geometry/relative_alignment.py, 'What it cannot do')")
+def test_a_6_s_indoor_drive_towards_the_end_wall_comes_out_closer_to_one_scale_aligned_than_raw(bench):
+    raw, aligned = raw_and_aligned(bench, seed=1, frames=60)
+    assert aligned["jitter_pct"] < raw["jitter_pct"]
+    assert aligned["absrel_pct"] < raw["absrel_pct"]
