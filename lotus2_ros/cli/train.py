@@ -95,6 +95,9 @@ def _add_common(p: argparse.ArgumentParser, stage: str) -> None:
         g.add_argument("--sigma-sampling", choices=("shifted", "grid"), default="shifted",
                        help="flow times: the continuous shifted schedule family (default) or the N-step grid")
         g.add_argument("--grid-steps", type=int, default=10, metavar="N", help="steps of the grid (default 10)")
+        g.add_argument("--sharpener-loss", choices=("mse", "relative"), default="mse",
+                       help="mse (default): latent MSE over the batch; relative: each frame's loss over its "
+                            "coarse error, so frames the core already gets nearly right count as much")
 
     g = p.add_argument_group("data")
     g.add_argument("--data", type=_data_source, action="append", metavar="SPEC", help="training source (see below)")
@@ -165,6 +168,7 @@ def config_from_args(args: argparse.Namespace, stage: str):
         backend=args.backend, mode=getattr(args, "mode", None),
         detail_preserver_ratio=getattr(args, "detail_preserver_ratio", 1.0),
         sigma_sampling=getattr(args, "sigma_sampling", "shifted"), grid_steps=getattr(args, "grid_steps", 10),
+        sharpener_loss=getattr(args, "sharpener_loss", "mse"),
         max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
         lr_scheduler=args.lr_scheduler, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm, mixed_precision=args.mixed_precision, base_dtype=args.base_dtype,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..model.weights import OFFICIAL_LORA_TARGETS, TASKS
 from .data import DataSource, SyntheticOptions
-from .objectives import SIGMA_SAMPLING
+from .objectives import SHARPENER_LOSSES, SIGMA_SAMPLING
 
 STAGES = ("core", "sharpener")
 BACKENDS = ("lotus2", "lotus1")
@@ -50,6 +50,8 @@ class TrainConfig:
         base_dtype: Storage dtype of frozen weights (``fp32`` or ``bf16``).
         mixed_precision: ``no``, ``bf16`` or ``fp16`` autocast (trainable weights stay float32).
         sigma_sampling / grid_steps: Sharpener flow-time sampling (see ``objectives.sample_sigmas``).
+        sharpener_loss: ``"mse"`` or ``"relative"``: each frame's sharpener loss over its coarse
+            error (see ``objectives``).
         max_steps: Optimizer steps (0: export the untrained starting point); ``batch_size`` is
             per device and micro-batch.
         validate_every / checkpoint_every: In optimizer steps; 0 disables.
@@ -77,6 +79,7 @@ class TrainConfig:
     lora_targets: tuple[str, ...] = OFFICIAL_LORA_TARGETS
     sigma_sampling: str = "shifted"
     grid_steps: int = 10
+    sharpener_loss: str = "mse"
     max_steps: int = 20000
     batch_size: int = 1
     grad_accum: int = 1
@@ -124,6 +127,8 @@ class TrainConfig:
             bad("base_dtype", self.base_dtype, ("fp32", "bf16"))
         if self.sigma_sampling not in SIGMA_SAMPLING:
             bad("sigma_sampling", self.sigma_sampling, SIGMA_SAMPLING)
+        if self.sharpener_loss not in SHARPENER_LOSSES:
+            bad("sharpener_loss", self.sharpener_loss, SHARPENER_LOSSES)
         if self.stage == "sharpener" and self.weights is None:
             raise ValueError("the sharpener stage needs weights: the folder with the trained core predictor and LCM")
         if self.stage == "sharpener" and self.full_finetune:
@@ -183,5 +188,7 @@ class TrainConfig:
                 "sigma_sampling", "grid_steps", "synthetic", "resize_short_px", "crop_hw", "flip_prob")
         if self.backend == "lotus1":  # (absent from Lotus-2 fingerprints, so their checkpoints still resume)
             keep += ("backend", "mode", "detail_preserver_ratio")
+        if self.sharpener_loss != "mse":  # (likewise: checkpoints of runs before the option still resume)
+            keep += ("sharpener_loss",)
         full = json.loads(self.to_json())
         return {k: full[k] for k in keep} | {"data": full["data"]}

@@ -185,7 +185,7 @@ class Trainer:
         self.val_pipeline = offline_pipeline(self.engine, process_res=-1, publish_colorized=False)
         self.loss_fn = (partial(core_losses, tasks=cfg.tasks) if cfg.stage == "core" else
                         partial(sharpener_losses, tasks=cfg.tasks, sigma_sampling=cfg.sigma_sampling,
-                                grid_steps=cfg.grid_steps))
+                                grid_steps=cfg.grid_steps, loss=cfg.sharpener_loss))
 
         # 4. Data.
         self._open_data()

@@ -9,6 +9,7 @@ import torch
 
 from lotus2_ros.model.latents import FlowSchedule
 from lotus2_ros.train.objectives import (
+    RELATIVE_LOSS_FLOOR,
     flow_point,
     latent_weight,
     sample_sigmas,
@@ -120,6 +121,37 @@ def test_activating_an_adapter_never_changes_what_trains(tiny_engine):
         tiny_engine.core(torch.zeros(1, 16, 2, 2), "depth")
     assert flags == {n: p.requires_grad for n, p in tiny_engine.transformer.named_parameters()}
     assert not any(flags.values())  # the engine's adapters are frozen
+
+
+def test_the_relative_sharpener_loss_weighs_every_frame_by_its_own_coarse_error():
+    # Two frames whose coarse errors differ 10x: under "mse" the large one decides the loss, under
+    # "relative" each frame counts by the fraction of its error left (doing nothing scores 1).
+    gen = torch.Generator().manual_seed(0)
+    fine = torch.randn(2, 4, 3, 5, generator=gen)
+    err = torch.randn(2, 4, 3, 5, generator=gen)
+    err[1] *= 10.0
+    coarse, sigma = fine + err, torch.tensor([1.0, 0.5])
+    exact_on_first = lambda x, s: torch.stack([err[0], torch.zeros_like(err[1])])
+    exact_on_second = lambda x, s: torch.stack([torch.zeros_like(err[0]), err[1]])
+    for velocity in (exact_on_first, exact_on_second):
+        assert sharpener_loss(velocity, coarse, fine, sigma, loss="relative").item() == pytest.approx(0.5)
+    mse_first = sharpener_loss(exact_on_first, coarse, fine, sigma, loss="mse").item()
+    mse_second = sharpener_loss(exact_on_second, coarse, fine, sigma, loss="mse").item()
+    assert mse_first > 50 * mse_second
+    zero = lambda x, s: torch.zeros_like(x)
+    assert sharpener_loss(zero, coarse, fine, sigma, loss="relative").item() == pytest.approx(1.0)
+    half = lambda x, s: 0.5 * err
+    assert sharpener_loss(half, coarse, fine, sigma, loss="relative").item() == pytest.approx(0.25)
+    # Only weighted pixels count, in the error and in the normaliser alike.
+    w = torch.ones(2, 1, 3, 5)
+    w[..., 0, :] = 0
+    masked = lambda x, s: torch.where(w.bool(), torch.zeros_like(err), err + 100.0)
+    assert sharpener_loss(masked, coarse, fine, sigma, w, loss="relative").item() == pytest.approx(1.0)
+    # A frame the core gets exactly right: the floored normaliser keeps the loss finite.
+    perfect = sharpener_loss(lambda x, s: torch.ones_like(x), fine, fine, sigma, loss="relative").item()
+    assert perfect == pytest.approx(1.0 / RELATIVE_LOSS_FLOOR)
+    with pytest.raises(ValueError, match="sharpener loss must be one of"):
+        sharpener_loss(zero, coarse, fine, sigma, loss="l1")
 
 
 def test_weighted_mse_ignores_zero_weight_pixels_and_latent_weight_averages_blocks():

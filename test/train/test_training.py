@@ -435,6 +435,24 @@ def test_synthetic_size_is_width_by_height():
     assert (cfg.synthetic.width_px, cfg.synthetic.height_px) == (160, 128)
 
 
+def test_sharpener_loss_option_reaches_the_config_and_the_resume_fingerprint(tmp_path):
+    import argparse
+
+    from lotus2_ros.cli.train import add_train_sharpener_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_train_sharpener_arguments(p)
+    argv = ["--base-model", "b", "--weights", "w", "-o", "out"]
+    default = config_from_args(p.parse_args(argv), "sharpener")
+    relative = config_from_args(p.parse_args([*argv, "--sharpener-loss", "relative"]), "sharpener")
+    assert (default.sharpener_loss, relative.sharpener_loss) == ("mse", "relative")
+    # The default stays out of the fingerprint (checkpoints written before the option still resume).
+    assert "sharpener_loss" not in default.schedule_fingerprint()
+    assert relative.schedule_fingerprint()["sharpener_loss"] == "relative"
+    with pytest.raises(ValueError, match="sharpener_loss.*'l1'"):
+        replace(default, sharpener_loss="l1")
+
+
 def test_a_checkpoint_of_other_frame_sizes_is_refused(trained_base, tmp_path):
     cfg = _config(trained_base, tmp_path / "a", max_steps=1, checkpoint_every=1, tasks=("depth",))
     Trainer(cfg).run()
