@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lotus2_ros.perception.memory import retain_freed_memory
+from lotus2_ros.perception.memory import _glibc
 
 _FAULTS = """
 import resource, sys
@@ -32,7 +32,7 @@ def _minor_faults(mode: str) -> int:
     return int(out.stdout.strip())
 
 
-@pytest.mark.skipif(not retain_freed_memory(), reason="needs glibc (mallopt)")
+@pytest.mark.skipif(_glibc() is None, reason="needs glibc (mallopt)")  # checked without changing this process
 def test_buffers_of_later_frames_reuse_pages_once_freed_memory_is_retained():
     default, retained = _minor_faults("default"), _minor_faults("retain")
     # 10 frames of 24 MiB fresh pages by default: thousands of faults (4 KiB pages; fewer with
