@@ -92,8 +92,9 @@ def _add_common(p: argparse.ArgumentParser, stage: str) -> None:
                             "folder; lotus1: train the whole U-Net (the paper) instead of LoRA + task switcher + "
                             "conv_in")
     else:
-        g.add_argument("--sigma-sampling", choices=("shifted", "grid"), default="shifted",
-                       help="flow times: the continuous shifted schedule family (default) or the N-step grid")
+        g.add_argument("--sigma-sampling", choices=("shifted", "grid", "rollout"), default="shifted",
+                       help="flow times: the continuous shifted schedule family (default), the N-step grid, or "
+                            "rollout: the states the N-step sampler visits from the coarse latent (see TRAINING.md)")
         g.add_argument("--grid-steps", type=int, default=10, metavar="N", help="steps of the grid (default 10)")
         g.add_argument("--sharpener-loss", choices=("mse", "relative"), default="mse",
                        help="mse (default): latent MSE over the batch; relative: each frame's loss over its "

@@ -24,6 +24,20 @@ their far pixels decide AbsRel (a 0.01 disparity error at 100 m is a 20 % depth 
 The engine integrates ``x ← x + (σ_{i+1} − σ_i)·v`` from σ = 1 to 0, so with the exact velocity
 every step schedule lands on ``z_c − (z_c − z_y) = z_y``: N Euler steps of
 :meth:`~lotus2_ros.model.engine.Lotus2Engine.sharpen` move the coarse prediction to the fine one.
+
+Rollout states (``sigma_sampling="rollout"``, an option of this package; the Lotus-2 recipe is the
+straight path above). On the straight path ``z_σ`` below σ = 1 holds a ``1 − σ`` share of the
+target itself, which the sampler never sees: from ``z_c`` its states carry only what the earlier
+steps added. A velocity that learns to separate the two halves of ``z_σ`` has nothing to separate
+at inference (exposure bias). Rollout training fits the states the sampler visits instead::
+
+    k     ~ U{0, …, N−1};  σ_0 = 1 > σ_1 > … > σ_N = 0   # the N-step inference grid
+    x_0   = z_c;  x_{j+1} = x_j + (σ_{j+1} − σ_j)·sg(v(x_j, σ_j))   # the sampler, current weights
+    L     = Σ w·(v(x_k, σ_k) − (x_k − z_y)/σ_k)² / Σ w  # straight from where it is to the target
+
+At ``k = 0`` this is the straight-path loss at σ = 1; a zero velocity (a fresh LoRA) returns the
+coarse prediction unchanged, and each state's target is the velocity that would reach ``z_y`` in
+the remaining time, so the sampler is trained to correct its own earlier steps.
 """
 
 from __future__ import annotations
@@ -36,7 +50,7 @@ import torch.nn.functional as F
 
 from ..model.latents import FlowSchedule, pack_latents
 
-SIGMA_SAMPLING = ("shifted", "grid")
+SIGMA_SAMPLING = ("shifted", "grid", "rollout")
 SHARPENER_LOSSES = ("mse", "relative")
 #: Floor of the per-frame normaliser of the relative loss (mean squared latent error): a frame the
 #: core already gets right cannot blow the loss up.
@@ -85,11 +99,14 @@ def sample_sigmas(schedule: FlowSchedule, image_seq_len: int, batch: int, genera
     Args:
         mode: ``"shifted"``: ``u ~ U(0, 1]`` then :func:`shift_sigmas` (the continuous family
             the inference grid is drawn from, so any step count is covered); ``"grid"``: one of
-            the ``grid_steps`` sigmas the engine visits with that many steps, uniformly.
+            the ``grid_steps`` sigmas the engine visits with that many steps, uniformly
+            (``"rollout"`` draws its step index itself: :func:`rollout_point`).
     """
     if mode == "shifted":
         u = 1.0 - torch.rand(batch, generator=generator, dtype=torch.float64)  # (0, 1]
         return shift_sigmas(u, schedule, image_seq_len)
+    if mode == "rollout":
+        raise ValueError("rollout states are drawn by rollout_point, not as flow times alone")
     if mode == "grid":
         grid = torch.from_numpy(schedule.sigmas(grid_steps, image_seq_len)[:-1])  # [N], σ=1 … σ_N
         return grid[torch.randint(len(grid), (batch,), generator=generator)]
@@ -100,6 +117,35 @@ def flow_point(coarse: torch.Tensor, fine: torch.Tensor, sigma: torch.Tensor) ->
     """The straight path and its velocity: ``(σ·z_c + (1 − σ)·z_y, z_c − z_y)``; ``sigma`` ``[B]``."""
     s = sigma.to(coarse.dtype).view(-1, *([1] * (coarse.ndim - 1)))
     return s * coarse + (1 - s) * fine, coarse - fine
+
+
+def rollout_point(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], coarse: torch.Tensor,
+                  fine: torch.Tensor, sigmas: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A state the sampler visits and its straight velocity to the target (see the module docstring).
+
+    Args:
+        velocity: ``velocity(x [b,C,h,w], σ [b]) → [b,C,h,w]``, run here without gradients.
+        coarse / fine: ``[B,C,h,w]`` float32, the coarse latent (σ = 1) and the target.
+        sigmas: The inference grid ``[N+1]`` (``σ_0 = 1`` … ``σ_N = 0``).
+        steps: ``[B]`` int, each sample's number of Euler steps taken before its state (``< N``).
+
+    Returns:
+        ``x_k [B,C,h,w]``, ``σ_k [B]`` and the target velocity ``(x_k − fine)/σ_k``.
+    """
+    n = sigmas.numel() - 1
+    if steps.numel() and not (0 <= int(steps.min()) and int(steps.max()) < n):
+        raise ValueError(f"rollout steps must be in 0..{n - 1}, got {steps.tolist()}")
+    sigmas = sigmas.to(device=coarse.device, dtype=torch.float32)
+    steps = steps.to(coarse.device)
+    x = coarse.float().clone()
+    with torch.no_grad():
+        for j in range(int(steps.max()) if steps.numel() else 0):
+            moving = (steps > j).nonzero().flatten()  # samples that take step j
+            v = velocity(x[moving], sigmas[j].expand(moving.numel()))
+            # Euler step in float32, as the engine's sampler takes it.
+            x[moving] = x[moving] + (sigmas[j + 1] - sigmas[j]) * v.float()
+    sigma = sigmas[steps]  # [B], > 0
+    return x, sigma, (x - fine.float()) / sigma.view(-1, *([1] * (x.ndim - 1)))
 
 
 def relative_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -116,14 +162,19 @@ def relative_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor 
 
 def sharpener_loss(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], coarse: torch.Tensor,
                    fine: torch.Tensor, sigma: torch.Tensor, weight: torch.Tensor | None = None,
-                   loss: str = "mse") -> torch.Tensor:
+                   loss: str = "mse", rollout: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The sharpener objective for any velocity model ``velocity(z_σ [B,C,h,w], σ [B]) → [B,C,h,w]``.
 
     ``loss``: ``"mse"`` (weighted mean over the batch) or ``"relative"`` (:func:`relative_mse`).
+    ``rollout``: ``(grid [N+1], steps [B])`` to fit the sampler's own states (:func:`rollout_point`;
+    ``sigma`` is then ignored) instead of the straight path at ``sigma``.
     """
     if loss not in SHARPENER_LOSSES:
         raise ValueError(f"sharpener loss must be one of {SHARPENER_LOSSES}, got {loss!r}")
-    x, v_target = flow_point(coarse, fine, sigma)
+    if rollout is not None:
+        x, sigma, v_target = rollout_point(velocity, coarse, fine, *rollout)
+    else:
+        x, v_target = flow_point(coarse, fine, sigma)
     if loss == "relative":
         return relative_mse(velocity(x, sigma), v_target, weight)
     return weighted_mse(velocity(x, sigma), v_target, weight)
@@ -159,11 +210,17 @@ def sharpener_losses(engine, batch: dict, tasks: tuple[str, ...], *, sigma_sampl
     for task in tasks:
         with torch.no_grad():
             coarse = engine.lcm(engine.core(z_x, task), task).float()  # frozen core + LCM
-        sigma = sample_sigmas(engine.schedule, seq_len, z_x.shape[0], gen, sigma_sampling, grid_steps)
-        sigma = sigma.to(coarse.device)
+        rollout = None
+        if sigma_sampling == "rollout":
+            grid = torch.from_numpy(engine.schedule.sigmas(grid_steps, seq_len))  # [N+1]
+            rollout = (grid, torch.randint(grid_steps, (z_x.shape[0],), generator=gen))
+            sigma = None
+        else:
+            sigma = sample_sigmas(engine.schedule, seq_len, z_x.shape[0], gen, sigma_sampling, grid_steps)
+            sigma = sigma.to(coarse.device)
         w = latent_weight(batch[f"{task}_weight"], engine.vae_scale_factor)
         losses[task] = sharpener_loss(lambda x, s, t=task: engine.velocity(x, t, s), coarse, z_y[task].float(), sigma, w,
-                                      loss)
+                                      loss, rollout)
     return losses
 
 

@@ -12,6 +12,7 @@ from lotus2_ros.train.objectives import (
     RELATIVE_LOSS_FLOOR,
     flow_point,
     latent_weight,
+    rollout_point,
     sample_sigmas,
     sharpener_loss,
     shift_sigmas,
@@ -49,6 +50,68 @@ def test_sigma_sampling_modes():
     assert set(np.round(g.numpy(), 6)) == set(np.round(sched.sigmas(4, 256)[:-1], 6))
     with pytest.raises(ValueError, match="sigma sampling"):
         sample_sigmas(sched, 256, 1, gen, mode="uniform")
+    with pytest.raises(ValueError, match="rollout_point"):
+        sample_sigmas(sched, 256, 1, gen, mode="rollout")
+
+
+def test_rollout_states_of_the_exact_velocity_are_the_straight_path_and_zero_velocity_stays_coarse():
+    # Toy with a known exact field: fine = coarse / 2, so on the straight path z_σ = c·(1 + σ)/2 the
+    # velocity c/2 is z_σ / (1 + σ) — a function of the state alone, whichever samples a step moves.
+    gen = torch.Generator().manual_seed(0)
+    coarse = torch.randn(5, 4, 6, 8, generator=gen)
+    fine = 0.5 * coarse
+    exact = lambda z, s: z / (1.0 + s.view(-1, 1, 1, 1))
+    grid = torch.from_numpy(FlowSchedule().sigmas(4, 12))  # [5], 1 … 0
+    steps = torch.tensor([3, 0, 2, 1, 3])
+    x, sigma, target = rollout_point(exact, coarse, fine, grid, steps)
+    torch.testing.assert_close(sigma, grid[steps].float())
+    for i, k in enumerate(steps.tolist()):  # the sampler with the exact velocity walks the straight path
+        torch.testing.assert_close(x[i], (sigma[i] * coarse[i] + (1 - sigma[i]) * fine[i]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(target, coarse - fine, atol=1e-4, rtol=0)
+    assert sharpener_loss(exact, coarse, fine, None, rollout=(grid, steps)).item() == pytest.approx(0.0, abs=1e-8)
+    # A zero velocity (a fresh LoRA) never moves: every state is the coarse latent, each target
+    # the velocity that reaches the fine latent in the time left.
+    x, sigma, target = rollout_point(lambda z, s: torch.zeros_like(z), coarse, fine, grid, steps)
+    torch.testing.assert_close(x, coarse)
+    for i, k in enumerate(steps.tolist()):
+        torch.testing.assert_close(target[i], (coarse[i] - fine[i]) / grid[k].float(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="rollout steps must be in 0..3"):
+        rollout_point(exact, coarse, fine, grid, torch.tensor([0, 4, 1, 1, 0]))
+
+
+def test_rollout_states_are_the_engine_samplers_own(tiny_engine):
+    """The state after k rollout steps is what ``Lotus2Engine.iter_sharpen`` yields after k steps."""
+    gen = torch.Generator().manual_seed(0)
+    coarse, fine = torch.randn(3, 16, 6, 8, generator=gen), torch.randn(3, 16, 6, 8, generator=gen)
+    grid = torch.from_numpy(tiny_engine.schedule.sigmas(3, 12))
+    with torch.no_grad():
+        sampled = [coarse] + list(tiny_engine.iter_sharpen(coarse, "depth", 3))
+        x, _, _ = rollout_point(lambda z, s: tiny_engine.velocity(z, "depth", s), coarse, fine, grid,
+                                torch.tensor([2, 0, 1]))
+    for i, k in enumerate((2, 0, 1)):
+        torch.testing.assert_close(x[i], sampled[k][i], atol=1e-5, rtol=0)
+
+
+def test_toy_sharpener_trained_on_its_own_rollout_states_lands_on_the_fine_latent():
+    # The toy of the straight-path test below, trained on the 3-step sampler's own states.
+    torch.manual_seed(0)
+    sched = FlowSchedule()
+    model = ScaleByTime()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    grid = torch.from_numpy(sched.sigmas(3, 16))
+    for _ in range(600):
+        coarse = torch.randn(16, 4, 4, 4, generator=gen)
+        loss = sharpener_loss(model, coarse, 0.5 * coarse, None, rollout=(grid, torch.randint(3, (16,), generator=gen)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    coarse = torch.randn(2, 4, 4, 4, generator=gen)
+    with torch.no_grad():
+        fine = euler(coarse, model, grid.numpy())
+        untrained = euler(coarse, ScaleByTime(), grid.numpy())
+    torch.testing.assert_close(fine, 0.5 * coarse, atol=0.01 * coarse.abs().max().item(), rtol=0)
+    assert (untrained - 0.5 * coarse).abs().mean() > 10 * (fine - 0.5 * coarse).abs().mean()
 
 
 def test_exact_velocity_has_zero_loss_and_euler_lands_on_the_fine_latent_for_any_step_count():

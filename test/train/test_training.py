@@ -453,6 +453,33 @@ def test_sharpener_loss_option_reaches_the_config_and_the_resume_fingerprint(tmp
         replace(default, sharpener_loss="l1")
 
 
+def test_a_sharpener_trains_on_its_own_rollout_states(trained_base, two_task_start, tmp_path):
+    """``--sigma-sampling rollout`` (objectives.rollout_point) through the CLI into a real run: the
+    option reaches the config and the resume fingerprint, the sharpener LoRA learns, the loss is finite."""
+    import argparse
+
+    from lotus2_ros.cli.train import add_train_sharpener_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_train_sharpener_arguments(p)
+    args = p.parse_args(["--base-model", "b", "--weights", "w", "-o", "out", "--sigma-sampling", "rollout",
+                         "--grid-steps", "3"])
+    parsed = config_from_args(args, "sharpener")
+    assert (parsed.sigma_sampling, parsed.grid_steps) == ("rollout", 3)
+    assert parsed.schedule_fingerprint()["sigma_sampling"] == "rollout"
+    cfg = _config(trained_base, tmp_path / "run", stage="sharpener", tasks=("depth",), max_steps=6, log_every=1,
+                  synthetic=FIXED_FRAMES, flip_prob=0.0, weights=two_task_start, learning_rate=5e-3,
+                  sigma_sampling="rollout", grid_steps=3)
+    result = Trainer(cfg).run()
+    init = Trainer(replace(cfg, output_dir=tmp_path / "init", max_steps=0)).run().export_weights
+    before = _lora_tensors(init, "detail_sharpener", "depth")
+    after = _lora_tensors(result.export_weights, "detail_sharpener", "depth")
+    b_keys = [k for k in after if k.endswith("lora_B.weight")]
+    assert b_keys and all(not np.array_equal(after[k].numpy(), before[k].numpy()) for k in b_keys)
+    losses = _task_losses(tmp_path / "run", "depth")
+    assert len(losses) == 6 and np.isfinite(losses).all() and (losses > 0).all()
+
+
 def test_a_checkpoint_of_other_frame_sizes_is_refused(trained_base, tmp_path):
     cfg = _config(trained_base, tmp_path / "a", max_steps=1, checkpoint_every=1, tasks=("depth",))
     Trainer(cfg).run()
