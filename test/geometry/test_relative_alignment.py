@@ -103,3 +103,49 @@ def test_bad_settings_are_refused_naming_them():
         RelativeAlignmentConfig(space="metres")
     with pytest.raises(ValueError, match="reference_weight"):
         RelativeAlignmentConfig(reference_weight=0.0)
+
+
+def test_the_fits_median_is_numpys_bit_for_bit():
+    from lotus2_ros.geometry.relative_alignment import _median
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 17, 2304, 2305):
+        v = rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 6)
+        assert _median(v) == float(np.median(v)), n
+    v = np.array([1.0, 1.0 + 2.0 ** -52, 3.0, 3.0 + 2.0 ** -51])  # mean of two neighbours that round
+    assert _median(v) == float(np.median(v))
+
+
+def _grid_checking_every_pixel(v: np.ndarray, gh: int, gw: int) -> np.ndarray:
+    """The grid as first written: the full-size finiteness check before anything else."""
+    import cv2
+
+    finite = np.isfinite(v)
+    if finite.all():
+        return cv2.resize(v, (gw, gh), interpolation=cv2.INTER_AREA)
+    total = cv2.resize(np.where(finite, v, 0.0).astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+    count = cv2.resize(finite.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0.25, total / count, np.nan).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(97, 131), (60, 200), (36, 64), (31, 45)])
+def test_one_invalid_pixel_anywhere_gives_the_grid_of_the_full_check(shape):
+    """The grid skips the full-size finiteness check when the area-averaged grid is finite: right
+    only if every pixel (borders and pixels shared by two cells included) weighs in some cell. One
+    NaN (every position) or Inf (every 7th) anywhere gives the grid the full check gives, bit for bit."""
+    aligner = RelativeAligner()
+    rng = np.random.default_rng(1)
+    base = rng.random(shape, dtype=np.float32)
+    gh, gw = aligner._grid(base).shape
+    np.testing.assert_array_equal(aligner._grid(base), _grid_checking_every_pixel(base, gh, gw))
+    for i in range(shape[0] * shape[1]):
+        for bad in (np.nan,) + ((np.inf, -np.inf) if i % 7 == 0 else ()):
+            v = base.copy()
+            v.flat[i] = bad
+            grid = aligner._grid(v)
+            np.testing.assert_array_equal(grid, _grid_checking_every_pixel(v, gh, gw), err_msg=f"{bad} at {i}")
+            if grid.size * 4 <= v.size:  # a cell of several pixels: one invalid pixel never empties it
+                assert np.isfinite(grid).all(), (bad, i)
+    huge = np.full(shape, 3e38, np.float32)  # finite, but area sums overflow: as the full check gives it
+    np.testing.assert_array_equal(aligner._grid(huge), _grid_checking_every_pixel(huge, gh, gw))
