@@ -7,7 +7,10 @@
 #    trained on synthetic RGB / disparity / normal images (python -m lotus2_ros.train.demo_model)
 # 2. lotus2 train-core --full-finetune: the whole transformer plus per-task core LoRA and LCM,
 #    depth and normal together, on synthetic scenes rendered on the fly
-# 3. lotus2 train-sharpener: the detail-sharpener LoRA of both tasks on the frozen core
+# 3. lotus2 train-sharpener: the detail-sharpener LoRA of both tasks on the frozen core, twice: on the
+#    straight coarse-to-fine path (the Lotus-2 recipe) and on the states the 4-step sampler visits
+#    (--sigma-sampling rollout); the model takes each task's sharpener from the run where it beats the
+#    core on the validation frames: normals from the straight path, depth from the rollout (docs/TRAINING.md)
 # 4. OUTDIR/base_model + OUTDIR/weights in the official layout (loads unchanged in the official
 #    Lotus-2 inference: LoRA zero-padded to rank 128/256, the LCM as a torch pickle), then
 #    lotus2 evaluate on held-out synthetic scenes: refined (sharpener) vs core only vs the untrained
@@ -35,6 +38,7 @@ LOTUS2=("${RUN[@]}" -m lotus2_ros.cli.main)
 VAE_STEPS=3000
 CORE_STEPS=450
 SHARPENER_STEPS=600
+ROLLOUT_STEPS=400
 COMMON=(--task depth --task normal --lora-rank 16 --data synthetic --synthetic-size 160x128
         --batch-size 8 --num-workers 1 --seed 0 --val-samples 16 --validate-every 150 --checkpoint-every 50)
 
@@ -62,12 +66,31 @@ PROMPT="$WORK/base/prompt"
 "${LOTUS2[@]}" train-sharpener --base-model "$WORK/core/export/base_model" --weights "$WORK/core/export/weights" \
   "${COMMON[@]}" --max-steps "$SHARPENER_STEPS" --lr 4e-4 --lr-scheduler cosine --warmup-steps 30 \
   --val-sharpen-steps 4 --resume latest -o "$WORK/sharpener"
+"${LOTUS2[@]}" train-sharpener --base-model "$WORK/core/export/base_model" --weights "$WORK/core/export/weights" \
+  "${COMMON[@]}" --validate-every 100 --max-steps "$ROLLOUT_STEPS" --lr 4e-4 --lr-scheduler cosine --warmup-steps 30 \
+  --val-sharpen-steps 4 --sigma-sampling rollout --grid-steps 4 --resume latest --no-progress -o "$WORK/sharpener_rollout"
 
 # 4. The committed folders: base model of the core run, weights of the sharpener run.
 rm -rf "$OUT/base_model" "$OUT/weights"
 mkdir -p "$OUT"
 cp -r "$WORK/core/export/base_model" "$OUT/base_model"
 cp -r "$WORK/sharpener/export/weights" "$OUT/weights"
+# The depth sharpener from the rollout run (same core, same file form), its manifest entry with it.
+cp "$WORK/sharpener_rollout/export/weights/lotus-2_detail_sharpener_depth.safetensors" "$OUT/weights/"
+"${RUN[@]}" - "$OUT/weights" "$WORK/sharpener_rollout/export/weights" <<'PY'
+import json, sys
+from pathlib import Path
+out, rollout = Path(sys.argv[1]), Path(sys.argv[2])
+name = "lotus-2_detail_sharpener_depth.safetensors"
+manifest = json.loads((out / "lotus-2_export_manifest.json").read_text())
+other = json.loads((rollout / "lotus-2_export_manifest.json").read_text())
+manifest["files"][name] = dict(other["files"][name], run=dict(other["run"], sigma_sampling="rollout", grid_steps=4))
+manifest["files"]["lotus-2_detail_sharpener_normal.safetensors"]["run"] = manifest["run"]
+manifest["run"] = {"trainer": "lotus2_ros", "stage": "sharpener", "tasks": ["depth", "normal"],
+                   "note": "each task's detail sharpener comes from its own run (files[...].run)",
+                   "base_model": manifest["run"]["base_model"]}
+(out / "lotus-2_export_manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+PY
 # The model's own defaults, which every front end uses when not told otherwise.
 cat > "$OUT/weights/model.json" <<'JSON'
 {
