@@ -44,7 +44,8 @@ reach into the aligner's state):
   inverse-depth units comes from one robust linear fit of the tracks' flow against the previous
   aligned output; the output's zero disparity is the running median of the intercepts of the
   previous aligned output against the tracks' triangulated inverse depth. The reference grid is
-  then moved point by point into the new view (nearest point wins a cell) before the fit.
+  moved point by point into the new view (nearest point wins a cell) and replaces the old one
+  for the fit when the frame fits it better (smaller robust residual).
 """
 
 from __future__ import annotations
@@ -234,6 +235,18 @@ def _tracked_motion(rgb0: np.ndarray, rgb1: np.ndarray):
     return (a[keep], b[keep], R, t[:, 0]) if keep.sum() >= 12 else None
 
 
+def _fit_error(grid: np.ndarray, reference: np.ndarray) -> float:
+    """Median absolute residual of the robust fit ``reference ≈ a·grid + b``, over the reference's
+    5–95 % spread (inf with fewer than 16 shared cells)."""
+    both = np.isfinite(reference) & np.isfinite(grid)
+    if both.sum() < 16:
+        return math.inf
+    x, y = grid[both], reference[both]
+    a, b = fit_affine_robust(x, y)
+    lo, hi = np.percentile(y, (5, 95))
+    return float(np.median(np.abs(y - (a * x + b)))) / max(float(hi - lo), 1e-12)
+
+
 class WarpedAligner(RelativeAligner):
     """``--variant warp`` (an experiment, see the docstring): the reference moved by the change of the
     view estimated from the images."""
@@ -254,7 +267,7 @@ class WarpedAligner(RelativeAligner):
                 self.zeros.append(zero)
         return float(np.median(self.zeros)) if self.zeros else 0.0
 
-    def _warp(self, shape: tuple[int, int]) -> None:
+    def _warp(self, grid: np.ndarray, shape: tuple[int, int]) -> None:
         motion = _tracked_motion(self.rgbs[self.k - 1], self.rgbs[self.k])
         if motion is None:
             return
@@ -292,12 +305,15 @@ class WarpedAligner(RelativeAligner):
         inside = np.isfinite(ref) & (X1[:, 2] > 0) & (col >= 0) & (col < gw) & (row >= 0) & (row < gh)
         moved = np.full(gh * gw, -np.inf)
         np.maximum.at(moved, (row[inside] * gw + col[inside]).astype(int), q1[inside])  # the nearest point wins
-        if np.isfinite(moved).mean() > 0.5:
-            self._reference = np.where(np.isfinite(moved), zero + moved, np.nan).reshape(gh, gw).astype(np.float32)
+        warped = np.where(np.isfinite(moved), zero + moved, np.nan).reshape(gh, gw).astype(np.float32)
+        # The moved reference replaces the old one only where the frame fits it better: a noisy
+        # motion estimate (little parallax, a view filled by one plane) is left out.
+        if np.isfinite(moved).mean() > 0.5 and _fit_error(grid, warped) < _fit_error(grid, self._reference):
+            self._reference = warped
 
     def update(self, prediction, stamp_ns):
         if self._reference is not None and self.k > 0 and self.previous is not None:
-            self._warp(prediction.shape)
+            self._warp(self._grid(prediction), prediction.shape)
         self.k += 1
         result = super().update(prediction, stamp_ns)
         self.previous = result.values
