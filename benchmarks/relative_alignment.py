@@ -1,7 +1,7 @@
 """Relative depth on one scale without a metric reference: jitter and temporal consistency (prints figures).
 
     PYTHONPATH=. python benchmarks/relative_alignment.py [--frames 30 60] [--seeds 0 1 2] [--model models/demo]
-        [--variant aligner|pull|oracle|warp] [--pull-time-constant-s 1.0]
+        [--variant aligner|plain|pull|oracle] [--pull-time-constant-s 1.0]
 
 Trajectories: the synthetic scenes (indoor and street, several seeds) along their camera
 trajectory (0.1 m per frame at 10 Hz with a ±5° yaw sway), 320x240 px, 70° field of view, for
@@ -28,8 +28,8 @@ Figures, each against the ground truth of the same frames:
   frame's own depth there (AbsRel), both directions, averaged; only points the next frame sees
   (true depths agree within 2 %).
 
-``--variant`` replaces the aligned column by an experiment of issue #14 (not the product; both
-reach into the aligner's state):
+``--variant`` replaces the aligned column by an experiment of issue #14 (``pull`` and ``oracle``
+reach into the aligner's state; they run without the motion):
 
 * ``pull``: a complementary filter — the aligner's frame-to-frame fit, with the output's scale
   (log inter-quartile ratio) and median offset from the raw frame's own decaying towards the raw
@@ -38,14 +38,8 @@ reach into the aligner's state):
   by the median ratio of the true disparities of this frame and the one before (fixed pixels),
   about the output's true zero disparity (from the first frame's least-squares fit). Information
   no prediction carries: it shows what the aligner lacks.
-* ``warp``: that change of the view estimated from the images. Corners tracked from the previous
-  frame (Shi–Tomasi, pyramidal Lucas–Kanade) give the rotation and the translation's direction
-  (essential matrix, RANSAC, with the camera's K); the translation's length in the output's
-  inverse-depth units comes from one robust linear fit of the tracks' flow against the previous
-  aligned output; the output's zero disparity is the running median of the intercepts of the
-  previous aligned output against the tracks' triangulated inverse depth. The reference grid is
-  moved point by point into the new view (nearest point wins a cell) and replaces the old one
-  for the fit when the frame fits it better (smaller robust residual).
+* ``plain``: the product's aligner without the motion of the view (``motion=False``, what it
+  did before it had the images); the default column passes each frame's image and the camera's K.
 """
 
 from __future__ import annotations
@@ -54,7 +48,6 @@ import argparse
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from lotus2_ros.geometry import PinholeCamera
@@ -62,7 +55,6 @@ from lotus2_ros.geometry.relative_alignment import (
     AlignedPrediction,
     RelativeAligner,
     RelativeAlignmentConfig,
-    fit_affine_robust,
 )
 from lotus2_ros.synthetic import camera_trajectory, make_scene, render
 
@@ -207,126 +199,16 @@ class OracleAligner(RelativeAligner):
         return super().update(prediction, stamp_ns)
 
 
-_K = np.array([[CAMERA.fx, 0.0, CAMERA.cx], [0.0, CAMERA.fy, CAMERA.cy], [0.0, 0.0, 1.0]])
-
-
-def _rays(px: np.ndarray) -> np.ndarray:
-    """Pixels ``[N,2]`` → normalised rays ``[N,3]`` (z = 1)."""
-    return np.hstack([px, np.ones((len(px), 1))]) @ np.linalg.inv(_K).T
-
-
-def _tracked_motion(rgb0: np.ndarray, rgb1: np.ndarray):
-    """Corners of ``rgb0`` tracked into ``rgb1`` and the relative pose ``X1 = R·X0 + t̂·|t|``:
-    ``(px0 [N,2], px1 [N,2], R [3,3], t̂ [3])`` (pose inliers only), or None."""
-    g0, g1 = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (rgb0, rgb1))
-    p0 = cv2.goodFeaturesToTrack(g0, 400, 0.01, 6)
-    if p0 is None or len(p0) < 16:
-        return None
-    p1, status, _ = cv2.calcOpticalFlowPyrLK(g0, g1, p0, None, winSize=(21, 21), maxLevel=3)
-    ok = status[:, 0] == 1
-    a, b = p0[ok, 0].astype(np.float64), p1[ok, 0].astype(np.float64)
-    if len(a) < 16:
-        return None
-    E, inliers = cv2.findEssentialMat(a, b, _K, cv2.RANSAC, 0.999, 0.5)
-    if E is None or E.shape != (3, 3):
-        return None
-    _, R, t, pose_inliers = cv2.recoverPose(E, a, b, _K, mask=inliers.copy())
-    keep = pose_inliers[:, 0] > 0
-    return (a[keep], b[keep], R, t[:, 0]) if keep.sum() >= 12 else None
-
-
-def _fit_error(grid: np.ndarray, reference: np.ndarray) -> float:
-    """Median absolute residual of the robust fit ``reference ≈ a·grid + b``, over the reference's
-    5–95 % spread (inf with fewer than 16 shared cells)."""
-    both = np.isfinite(reference) & np.isfinite(grid)
-    if both.sum() < 16:
-        return math.inf
-    x, y = grid[both], reference[both]
-    a, b = fit_affine_robust(x, y)
-    lo, hi = np.percentile(y, (5, 95))
-    return float(np.median(np.abs(y - (a * x + b)))) / max(float(hi - lo), 1e-12)
-
-
-class WarpedAligner(RelativeAligner):
-    """``--variant warp`` (an experiment, see the docstring): the reference moved by the change of the
-    view estimated from the images."""
-
-    def __init__(self, rgbs: list[np.ndarray], config: RelativeAlignmentConfig):
-        super().__init__(config)
-        self.rgbs, self.k, self.zeros, self.previous = rgbs, 0, [], None
-
-    def _zero(self, a, b, R, t) -> float:
-        """Running median of the previous output's value at zero inverse depth (tracks triangulated)."""
-        X = cv2.triangulatePoints(_K @ np.eye(3, 4), _K @ np.hstack([R, t[:, None]]), a.T, b.T)
-        z0 = X[2] / X[3]
-        r0 = self.previous[a[:, 1].astype(int), a[:, 0].astype(int)]
-        use = (z0 > 0) & np.isfinite(r0)
-        if use.sum() > 12:
-            slope, zero = fit_affine_robust(1.0 / z0[use] * np.median(z0[use]), r0[use])
-            if math.isfinite(zero) and slope > 0:
-                self.zeros.append(zero)
-        return float(np.median(self.zeros)) if self.zeros else 0.0
-
-    def _warp(self, grid: np.ndarray, shape: tuple[int, int]) -> None:
-        motion = _tracked_motion(self.rgbs[self.k - 1], self.rgbs[self.k])
-        if motion is None:
-            return
-        a, b, R, t = motion
-        zero = self._zero(a, b, R, t)
-        # Inverse depth in output units q = r − zero; a track moves as x1 = (R·ray0 + λ·t̂·q)_xy / (…)_z,
-        # linear in λ: λ·q·(x1·t̂_z − t̂_xy) = (R·ray0)_xy − x1·(R·ray0)_z. Tukey-weighted least squares.
-        q = self.previous[a[:, 1].astype(int), a[:, 0].astype(int)] - zero
-        r0, x1 = _rays(a) @ R.T, _rays(b)[:, :2]
-        ok = np.isfinite(q) & (q > 0)
-        A = (q[ok, None] * (x1[ok] * t[2] - t[None, :2])).reshape(-1)
-        y = (r0[ok, :2] - x1[ok] * r0[ok, 2:3]).reshape(-1)
-        if A.size < 24 or not A @ A > 0:
-            return
-        w = np.ones_like(A)
-        for _ in range(6):
-            lam = float((w * A * y).sum() / (w * A * A).sum())
-            res = y - lam * A
-            scale = 4.685 * 1.4826 * float(np.median(np.abs(res))) + 1e-12
-            w = np.square(np.clip(1.0 - np.square(res / scale), 0.0, None))
-            if not (w * A * A).sum() > 0:
-                return
-        if not lam > 0:
-            return
-        gh, gw = self._reference.shape
-        H, W = shape
-        u, v = np.meshgrid((np.arange(gw) + 0.5) * W / gw - 0.5, (np.arange(gh) + 0.5) * H / gh - 0.5)
-        ref = self._reference.reshape(-1).astype(np.float64)
-        qg = np.maximum(ref - zero, 0.0)
-        X1 = _rays(np.stack([u.reshape(-1), v.reshape(-1)], 1)) @ R.T + lam * t[None] * qg[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            q1 = qg / X1[:, 2]
-            col = np.floor((CAMERA.fx * X1[:, 0] / X1[:, 2] + CAMERA.cx + 0.5) * gw / W)
-            row = np.floor((CAMERA.fy * X1[:, 1] / X1[:, 2] + CAMERA.cy + 0.5) * gh / H)
-        inside = np.isfinite(ref) & (X1[:, 2] > 0) & (col >= 0) & (col < gw) & (row >= 0) & (row < gh)
-        moved = np.full(gh * gw, -np.inf)
-        np.maximum.at(moved, (row[inside] * gw + col[inside]).astype(int), q1[inside])  # the nearest point wins
-        warped = np.where(np.isfinite(moved), zero + moved, np.nan).reshape(gh, gw).astype(np.float32)
-        # The moved reference replaces the old one only where the frame fits it better: a noisy
-        # motion estimate (little parallax, a view filled by one plane) is left out.
-        if np.isfinite(moved).mean() > 0.5 and _fit_error(grid, warped) < _fit_error(grid, self._reference):
-            self._reference = warped
-
-    def update(self, prediction, stamp_ns):
-        if self._reference is not None and self.k > 0 and self.previous is not None:
-            self._warp(self._grid(prediction), prediction.shape)
-        self.k += 1
-        result = super().update(prediction, stamp_ns)
-        self.previous = result.values
-        return result
+K = np.array([[CAMERA.fx, 0.0, CAMERA.cx], [0.0, CAMERA.fy, CAMERA.cy], [0.0, 0.0, 1.0]])
 
 
 def align(preds: list[np.ndarray], space: str = "disparity", variant: str = "aligner",
           pull_time_constant_s: float = 1.0, depths: list[np.ndarray] | None = None,
           rgbs: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], int]:
-    config = RelativeAlignmentConfig(space=space)
-    if variant == "warp":
-        aligner = WarpedAligner(rgbs, config)
-    elif variant == "pull":
+    """The variant's outputs and its number of resets after the first frame. The product's aligner
+    ("aligner") moves its reference with the motion seen in ``rgbs`` when they are given."""
+    config = RelativeAlignmentConfig(space=space, motion=variant == "aligner")
+    if variant == "pull":
         aligner = PulledAligner(pull_time_constant_s, config)
     elif variant == "oracle":
         valid = np.isfinite(depths[0]) & np.isfinite(preds[0])
@@ -337,7 +219,10 @@ def align(preds: list[np.ndarray], space: str = "disparity", variant: str = "ali
         aligner = RelativeAligner(config)
     out, resets = [], 0
     for k, d in enumerate(preds):
-        result = aligner.update(d, int(k * 1e9 / RATE_HZ))
+        if variant == "aligner" and rgbs is not None:
+            result = aligner.update(d, int(k * 1e9 / RATE_HZ), rgb=rgbs[k], K=K)
+        else:
+            result = aligner.update(d, int(k * 1e9 / RATE_HZ))
         out.append(result.values)
         resets += result.reset and k > 0
     return out, resets
@@ -359,14 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", default="none",
                         help="also a model folder's own predictions (e.g. models/demo; slow on a CPU), or 'none'")
-    parser.add_argument("--variant", choices=("aligner", "pull", "oracle", "warp"), default="aligner",
+    parser.add_argument("--variant", choices=("aligner", "plain", "pull", "oracle"), default="aligner",
                         help="what makes the aligned column: the product's aligner or an experiment (see above)")
     parser.add_argument("--pull-time-constant-s", type=float, default=1.0, help="--variant pull: time constant, s")
     args = parser.parse_args(argv)
     sources = {"simulated": None}
     if args.model != "none":
         sources[Path(args.model).name] = model_predictor(Path(args.model))
-    variant = {"aligner": "aligned", "oracle": "oracle", "warp": "warped",
+    variant = {"aligner": "aligned", "plain": "aligned without motion", "oracle": "oracle",
                "pull": f"pulled (time constant {args.pull_time_constant_s:g} s)"}[args.variant]
     print(f"{CAMERA.width_px}x{CAMERA.height_px}, {RATE_HZ:g} Hz; figures: raw -> {variant}")
     print("| prediction | trajectory | frames | scale jitter % | AbsRel % (one s,t per sequence) | TAE % | resets |")

@@ -25,24 +25,18 @@ either space, so the fit is the same, and the values are never mixed across spac
 4. Otherwise the frame is output as ``α·prediction + β`` and blended into the reference with
    weight ``reference_weight`` (an exponential average of the aligned previous frames).
 
-What it cannot do: without the camera's motion it cannot tell a real change of the depth seen at
-a pixel from a change of the model's normalisation. Surfaces the camera moves along (floor, side
-walls) look the same at a fixed pixel, so while they fill most of the view the scale holds; when a
-surface the camera drives towards fills it (the last metres before a wall), the aligner takes
-the approach for a normalisation change and holds the old output, so the output drifts from the
-truth. ``benchmarks/relative_alignment.py`` measures it: the 6 s indoor drives that end 2 m from
-the end wall (seeds 1 and 2) are worse than the raw output under one scale and shift for the
-sequence (AbsRel 18.6 → 23.3 %, 24.7 → 32.0 %); 3 s drives and street drives are much better.
-The drift is in the output's level more than in its scale (per-frame fits to the truth: the shift
-grows fourfold over such a drive, in the raw output as much), and the predictions do not carry
-the approach: a wall is flat in disparity, so its expansion does not show in them. Two
-experiments (issue #14, the benchmark's ``--variant``): pulling the output's scale and median
-back towards the raw frame's own (a complementary filter, time constant 0.3–2 s) does not help,
-since the raw frame's normalisation drifts the same way (seed 1: 20.7–23.1 %); moving the
-reference before each fit by the true change of the view (median ratio of the true disparities)
-about the output's true zero disparity does (8.5 %, 5.1 %). What is missing is that change (and,
-to apply a ratio of disparities to a relative output, the output's value of zero disparity): the
-camera's motion and the scene's depth structure, from the images or odometry, not a different filter.
+The camera's motion (``motion``, with the image and K in :meth:`RelativeAligner.update`): without
+it the aligner cannot tell a real change of the depth seen at a pixel from a change of the model's
+normalisation. Surfaces the camera moves along (floor, side walls) look the same at a fixed pixel,
+but when a surface the camera drives towards fills the view, a fit to an unmoved reference takes
+the approach for a normalisation change and the output drifts from the truth
+(``benchmarks/relative_alignment.py --variant plain``: the 6 s indoor drives that end 2 m from the
+end wall come out worse than the raw output under one scale and shift for the sequence, AbsRel
+18.6 → 23.3 % and 24.7 → 32.0 %). With ``motion``, before the fit the reference is moved into the
+new view by the change of view seen in the images (:mod:`.view_motion`), and used only when the
+frame fits the moved reference better than the unmoved one: 18.6 → 12.0 % and 24.7 → 24.0 %, and
+all twelve benchmark sequences better than raw. The motion is estimated in the disparity space
+only (a depth output is fitted without it).
 """
 
 from __future__ import annotations
@@ -52,6 +46,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from .view_motion import move_grid, output_zero, track_view_change, translation_length
 
 __all__ = ["AlignedPrediction", "RelativeAligner", "RelativeAlignmentConfig", "fit_affine_robust"]
 
@@ -73,6 +69,10 @@ class RelativeAlignmentConfig:
         min_inlier_fraction: Fewer agreeing cells than this fraction: scene change, reset.
         max_gap_ns: A frame more than this after the previous one resets, nanoseconds.
         irls_iterations: Tukey IRLS iterations.
+        motion: Move the reference into each new view before the fit, the change of view
+            estimated from the images (:mod:`.view_motion`; needs ``rgb`` and ``K`` in
+            :meth:`RelativeAligner.update`, else the frame is fitted as without it).
+        motion_max_px: Long edge of the reduced grey images the tracking runs on, pixels.
     """
 
     space: str = "disparity"
@@ -82,6 +82,8 @@ class RelativeAlignmentConfig:
     min_inlier_fraction: float = 0.5
     max_gap_ns: int = 1_000_000_000
     irls_iterations: int = 8
+    motion: bool = False
+    motion_max_px: int = 320
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -97,6 +99,9 @@ class RelativeAlignmentConfig:
         if isinstance(self.max_gap_ns, bool) or not isinstance(self.max_gap_ns, (int, np.integer)) \
                 or self.max_gap_ns <= 0:
             raise ValueError(f"max_gap_ns must be a positive int (nanoseconds), got {self.max_gap_ns!r}")
+        if isinstance(self.motion_max_px, bool) or not isinstance(self.motion_max_px, (int, np.integer)) \
+                or self.motion_max_px < 32:
+            raise ValueError(f"motion_max_px must be an int >= 32, got {self.motion_max_px!r}")
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,20 @@ def fit_affine_robust(x: np.ndarray, y: np.ndarray, iterations: int = 8) -> tupl
     return float(a), float(b)
 
 
+def _fit_error(grid: np.ndarray, reference: np.ndarray) -> float:
+    """Median absolute residual of the robust fit ``reference ≈ a·grid + b`` over the reference's
+    5–95 % spread (inf with fewer than 16 cells valid in both)."""
+    both = np.isfinite(reference) & np.isfinite(grid)
+    if both.sum() < 16:
+        return math.inf
+    x, y = grid[both], reference[both]
+    a, b = fit_affine_robust(x, y)
+    if not math.isfinite(a):
+        return math.inf
+    lo, hi = np.percentile(y, (5, 95))
+    return float(np.median(np.abs(y - (a * x + b)))) / max(float(hi - lo), 1e-12)
+
+
 class RelativeAligner:
     """Keeps one camera's relative outputs on one scale (see the module docstring).
 
@@ -184,6 +203,13 @@ class RelativeAligner:
         self._last_stamp_ns: int | None = None
         self._grid_hw: tuple[int, int] | None = None
         self._shape: tuple[int, int] | None = None
+        self._forget_motion()
+
+    def _forget_motion(self) -> None:
+        self._previous_grey: np.ndarray | None = None  # the last frame's reduced grey image
+        self._previous_values: np.ndarray | None = None  # and its output as given out
+        self._zeros: list[float] = []  # the output's zero per frame since the reference started
+        self.moved_frames = 0  # frames fitted to a moved reference since the reference started
 
     @property
     def has_reference(self) -> bool:
@@ -224,22 +250,77 @@ class RelativeAligner:
                 b = float(qo[1] - a * qn[1])
         self._reference = (a * grid + b).astype(np.float32)
         self._last_stamp_ns = stamp
+        self.moved_frames = 0
+        if not keep_range:  # a restart mapped onto the old range keeps the output's zero too
+            self._zeros = []
         values = np.asarray(prediction, dtype=np.float32)
         if (a, b) != (1.0, 0.0):
             values = values * np.float32(a) + np.float32(b)
         return AlignedPrediction(values, a, b, True, reason, inliers)
 
-    def update(self, prediction: np.ndarray, stamp_ns: int) -> AlignedPrediction:
+    def update(self, prediction: np.ndarray, stamp_ns: int, rgb: np.ndarray | None = None,
+               K: np.ndarray | None = None) -> AlignedPrediction:
         """Align one frame's relative prediction to the frames before it.
 
         Args:
             prediction: ``[H,W]`` relative output in the configured space; NaN/Inf invalid.
             stamp_ns: The frame's stamp, int nanoseconds.
+            rgb: ``uint8 [H,W,3]`` the image the prediction is aligned with, and
+            K: its ``[3,3]`` pinhole matrix: with ``config.motion`` (disparity space only), the
+                reference is moved into this view first (see :mod:`.view_motion`). Without them
+                the frame is fitted as without motion (and the next frame has no image to track from).
         """
         p = np.asarray(prediction)
         if p.ndim != 2:
             raise ValueError(f"prediction must have shape [H,W], got {p.shape}")
-        stamp = int(stamp_ns)
+        grey = self._motion_input(rgb, K, p.shape) if self.config.motion and self.config.space == "disparity" \
+            and rgb is not None and K is not None else None
+        result = self._update(p, int(stamp_ns), grey, K)
+        if grey is None:
+            self._previous_grey = self._previous_values = None
+        else:
+            self._previous_grey, self._previous_values = grey, result.values
+        return result
+
+    def _motion_input(self, rgb: np.ndarray, K: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The reduced grey image of ``rgb`` (long edge ``motion_max_px`` at most), checked against ``shape``."""
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8 or rgb.shape != (*shape, 3):
+            raise ValueError(f"rgb must be uint8 [H,W,3] like the prediction {shape}, got {rgb.dtype} {rgb.shape}")
+        K = np.asarray(K, dtype=np.float64)
+        if K.shape != (3, 3) or not np.isfinite(K).all() or not (K[0, 0] > 0 and K[1, 1] > 0):
+            raise ValueError(f"K must be a finite 3x3 pinhole matrix with positive focal lengths, got {K.tolist()}")
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        scale = self._motion_scale(shape)
+        if scale < 1.0:  # fx = fy = scale exactly (dsize from them), so pixels map back exactly
+            grey = cv2.resize(grey, (0, 0), fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return grey
+
+    def _motion_scale(self, shape: tuple[int, int]) -> float:
+        return min(1.0, self.config.motion_max_px / max(shape))
+
+    def _move_reference(self, grid: np.ndarray, grey: np.ndarray, K: np.ndarray, shape: tuple[int, int]) -> None:
+        """Replace the reference by its move into this view when the frame fits the moved one better."""
+        if self._previous_grey is None or self._previous_grey.shape != grey.shape \
+                or self._previous_values is None or self._previous_values.shape != shape:
+            return
+        K = np.asarray(K, dtype=np.float64)
+        view = track_view_change(self._previous_grey, grey, K, scale=self._motion_scale(shape))
+        if view is None:
+            return
+        zero = output_zero(view, K, self._previous_values)
+        if zero is not None:
+            self._zeros.append(zero)
+        zero = float(np.median(self._zeros)) if self._zeros else 0.0
+        lam = translation_length(view, K, self._previous_values, zero)
+        if lam is None:
+            return
+        moved = move_grid(self._reference, zero, lam, view, K, shape)
+        if np.isfinite(moved).mean() > 0.5 and _fit_error(grid, moved) < _fit_error(grid, self._reference):
+            self._reference = moved
+            self.moved_frames += 1
+
+    def _update(self, p: np.ndarray, stamp: int, grey: np.ndarray | None, K: np.ndarray | None) -> AlignedPrediction:
         cfg = self.config
         grid = self._grid(p)
         if self._reference is None or self._reference.shape != grid.shape:
@@ -248,6 +329,8 @@ class RelativeAligner:
             return self._restart(p, grid, stamp, "time jumped back")
         if stamp - self._last_stamp_ns > cfg.max_gap_ns:
             return self._restart(p, grid, stamp, f"gap of {(stamp - self._last_stamp_ns) * 1e-9:.3g} s")
+        if grey is not None:
+            self._move_reference(grid, grey, K, p.shape)
         ref = self._reference
         both = np.isfinite(ref) & np.isfinite(grid)
         if both.sum() < 16:

@@ -341,7 +341,8 @@ class PerceptionPipeline:
         if isinstance(self._metric, MetricFitter) and any(
                 getattr(config, f) != getattr(self.config, f) for f in fit_fields):
             self._metric = MetricFitter(config)
-        align_fields = ("relative_alignment", "alignment_min_inliers", "alignment_max_gap_s", "metric_source")
+        align_fields = ("relative_alignment", "alignment_motion", "alignment_min_inliers", "alignment_max_gap_s",
+                        "metric_source")
         if any(getattr(config, f) != getattr(self.config, f) for f in align_fields):
             self.aligners = self._make_aligners(config)
         self.config = config
@@ -353,7 +354,8 @@ class PerceptionPipeline:
             return None
         settings = RelativeAlignmentConfig(space=self.backend.info.depth_output,
                                            min_inlier_fraction=config.alignment_min_inliers,
-                                           max_gap_ns=int(config.alignment_max_gap_s * 1e9))
+                                           max_gap_ns=int(config.alignment_max_gap_s * 1e9),
+                                           motion=config.aligns_with_motion)
         return {False: RelativeAligner(settings), True: RelativeAligner(settings)}
 
     # ------------------------------------------------------------------ one image, start to end
@@ -518,7 +520,9 @@ class PerceptionPipeline:
             if "depth" in decoded:
                 relative = decoded["depth"][0]
                 if self.aligners is not None:  # onto the sequence's scale (geometry.relative_alignment)
-                    out.alignment = self.aligners[refined].update(relative, ctx.frame.stamp_ns)
+                    cal = ctx.calibration_out  # the image and K the motion is seen in (with camera_info)
+                    out.alignment = self.aligners[refined].update(relative, ctx.frame.stamp_ns, rgb=ctx.rgb_out,
+                                                                  K=None if cal is None else cal.K)
                     relative = out.alignment.values
                 if self.backend.info.depth_output == "depth":
                     out.relative_depth = relative

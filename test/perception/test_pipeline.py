@@ -365,5 +365,24 @@ def test_relative_outputs_stay_on_one_scale_without_a_metric_reference(tiny_engi
     np.testing.assert_allclose(raw_second.disparity, 1.6 * raw_first.disparity - 0.3, atol=1e-5)
 
 
+def test_the_aligner_gets_the_image_and_K_to_follow_the_camera(tiny_engine, rgb):
+    """``alignment_motion`` (auto: on for metric_source none): the aligner is given the published
+    image and the camera's K, and keeps the image to track the next frame from; without
+    camera_info, or with metric_source fixed, it fits without the motion."""
+    def first_aligner(config, calibration):
+        pipeline = PerceptionPipeline(config, tiny_engine)
+        pipeline.process(_frame(rgb, calibration))
+        return pipeline.aligners[False]
+
+    moving = first_aligner(_config(tasks=["depth"]), CameraCalibration(CAMERA))
+    assert moving.config.motion and moving._previous_grey is not None
+    assert moving._previous_grey.shape == HW and moving._previous_values.shape == HW
+    assert first_aligner(_config(tasks=["depth"]), None)._previous_grey is None  # no K without camera_info
+    fixed = first_aligner(_config(tasks=["depth"], metric_source="fixed"), CameraCalibration(CAMERA))
+    assert not fixed.config.motion and fixed._previous_grey is None
+    assert first_aligner(_config(tasks=["depth"], metric_source="fixed", alignment_motion="on"),
+                         CameraCalibration(CAMERA))._previous_grey is not None
+
+
 def test_single_image_tools_never_align_one_image_to_another(tiny_pipeline):
     assert tiny_pipeline.config.relative_alignment == "off" and tiny_pipeline.aligners is None
