@@ -77,6 +77,13 @@ def track_view_change(grey0: np.ndarray, grey1: np.ndarray, K: np.ndarray, *, sc
     """
     if grey0.shape != grey1.shape or grey0.ndim != 2:
         raise ValueError(f"two grey images of one size are needed, got {grey0.shape} and {grey1.shape}")
+    try:
+        return _track(grey0, grey1, np.asarray(K, dtype=np.float64), scale, max_corners)
+    except cv2.error:  # a degenerate configuration OpenCV refuses: no estimate for this frame
+        return None
+
+
+def _track(grey0: np.ndarray, grey1: np.ndarray, K: np.ndarray, scale: float, max_corners: int) -> ViewChange | None:
     corners = cv2.goodFeaturesToTrack(grey0, max_corners, 0.01, max(2.0, 6.0 * scale))
     if corners is None or len(corners) < MIN_TRACKS:
         return None
@@ -87,7 +94,6 @@ def track_view_change(grey0: np.ndarray, grey1: np.ndarray, K: np.ndarray, *, sc
     # Reduced-image pixels → full-image pixels (pixel centres at integers in both).
     px0 = (corners[ok, 0].astype(np.float64) + 0.5) / scale - 0.5
     px1 = (moved[ok, 0].astype(np.float64) + 0.5) / scale - 0.5
-    K = np.asarray(K, dtype=np.float64)
     E, inliers = cv2.findEssentialMat(px0, px1, K, cv2.RANSAC, 0.999, 0.5 / scale)
     if E is None or E.shape != (3, 3):
         return None

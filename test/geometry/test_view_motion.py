@@ -91,3 +91,14 @@ def test_motion_inputs_are_checked(pair):
     with pytest.raises(ValueError, match="motion_max_px"):
         RelativeAlignmentConfig(motion=True, motion_max_px=8)
     assert aligner.update(d, 0, rgb=f0.rgb, K=K).reset  # the first frame, with its image kept for the next
+
+
+def test_images_without_texture_or_motion_give_no_estimate():
+    flat = np.full((120, 160), 128, np.uint8)
+    assert track_view_change(flat, flat, K) is None  # no corners
+    rng = np.random.default_rng(0)
+    texture = (rng.random((120, 160)) * 255).astype(np.uint8)
+    view = track_view_change(texture, texture, K)  # no motion: no pose, or no translation to speak of
+    assert view is None or np.isfinite(view.R).all()
+    with pytest.raises(ValueError, match="one size"):
+        track_view_change(flat, flat[:10], K)
