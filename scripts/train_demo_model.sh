@@ -89,7 +89,7 @@ manifest["files"]["lotus-2_detail_sharpener_normal.safetensors"]["run"] = manife
 manifest["run"] = {"trainer": "lotus2_ros", "stage": "sharpener", "tasks": ["depth", "normal"],
                    "note": "each task's detail sharpener comes from its own run (files[...].run)",
                    "base_model": manifest["run"]["base_model"]}
-(out / "lotus-2_export_manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+(out / "lotus-2_export_manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 PY
 # The model's own defaults, which every front end uses when not told otherwise.
 cat > "$OUT/weights/model.json" <<'JSON'
