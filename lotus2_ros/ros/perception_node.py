@@ -31,6 +31,7 @@ loaded; any failure, or SIGINT/SIGTERM while starting, ends the process with one
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -426,46 +427,37 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-class StartupInterrupted(BaseException):
-    """SIGINT/SIGTERM arrived while the node was starting (raised from the signal handler)."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; 0 on a clean shutdown (also when stopped while starting),
     1 if it cannot start (one line on stderr, no traceback).
 
-    The signals are handled here rather than by rclpy: while starting they abort at once (a
-    model load can take minutes); once running they stop the worker (finishing the forward in
+    The signals are handled here rather than by rclpy: while starting they end the process at once
+    (a model load can take minutes); once running they stop the worker (finishing the forward in
     progress) before the ROS context goes away under it.
     """
     def interrupt(*_):
-        raise StartupInterrupted()
+        # Not an exception: the main thread may be inside a C++ call that calls back into Python
+        # (torch's imports do), where an exception raised here ends in std::terminate (exit -6).
+        # Nothing is published or written before the node runs, so the process just ends.
+        print("perception_node: stopped while starting", file=sys.stderr, flush=True)
+        os._exit(0)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
     stop = threading.Event()
-    node = None
     try:
-        try:
-            rclpy.init(args=["perception_node", *(argv or [])], signal_handler_options=SignalHandlerOptions.NO)
-        except Exception as err:  # noqa: BLE001 - e.g. a missing or malformed --params-file
-            print(f"perception_node: cannot start: bad arguments: {_one_line(err)}", file=sys.stderr)
-            return 1
-        try:
-            node = PerceptionNode()
-        except Exception as err:  # noqa: BLE001 - any start-up failure is reported and ends the process
-            print(f"perception_node: cannot start: {_one_line(err)}", file=sys.stderr)
-            rclpy.shutdown()
-            return 1
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-    except StartupInterrupted:
-        print("perception_node: stopped while starting", file=sys.stderr)
-        if node is not None:
-            node.stop()
-        if rclpy.ok():
-            rclpy.shutdown()
-        return 0
+        rclpy.init(args=["perception_node", *(argv or [])], signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as err:  # noqa: BLE001 - e.g. a missing or malformed --params-file
+        print(f"perception_node: cannot start: bad arguments: {_one_line(err)}", file=sys.stderr)
+        return 1
+    try:
+        node = PerceptionNode()
+    except Exception as err:  # noqa: BLE001 - any start-up failure is reported and ends the process
+        print(f"perception_node: cannot start: {_one_line(err)}", file=sys.stderr)
+        rclpy.shutdown()
+        return 1
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
