@@ -199,9 +199,6 @@ class OracleAligner(RelativeAligner):
         return super().update(prediction, stamp_ns)
 
 
-K = np.array([[CAMERA.fx, 0.0, CAMERA.cx], [0.0, CAMERA.fy, CAMERA.cy], [0.0, 0.0, 1.0]])
-
-
 def align(preds: list[np.ndarray], space: str = "disparity", variant: str = "aligner",
           pull_time_constant_s: float = 1.0, depths: list[np.ndarray] | None = None,
           rgbs: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], int]:
@@ -219,10 +216,10 @@ def align(preds: list[np.ndarray], space: str = "disparity", variant: str = "ali
         aligner = RelativeAligner(config)
     out, resets = [], 0
     for k, d in enumerate(preds):
-        if variant == "aligner" and rgbs is not None:
-            result = aligner.update(d, int(k * 1e9 / RATE_HZ), rgb=rgbs[k], K=K)
-        else:
-            result = aligner.update(d, int(k * 1e9 / RATE_HZ))
+        # The image and K reach the product's aligner only (motion=False ignores them; the
+        # experiments' update takes neither).
+        extra = {"rgb": rgbs[k], "K": CAMERA.K} if variant in ("aligner", "plain") and rgbs is not None else {}
+        result = aligner.update(d, int(k * 1e9 / RATE_HZ), **extra)
         out.append(result.values)
         resets += result.reset and k > 0
     return out, resets

@@ -105,7 +105,8 @@ def _track(grey0: np.ndarray, grey1: np.ndarray, K: np.ndarray, scale: float, ma
 
 
 def _sample(values: np.ndarray, px: np.ndarray) -> np.ndarray:
-    """``values [H,W]`` at the nearest pixel of each ``px [N,2]`` (NaN outside)."""
+    """``values [H,W]`` at ``floor(px)`` for each ``px [N,2]`` (NaN outside): the pixel up and left
+    of a point between pixel centres."""
     h, w = values.shape
     cols, rows = np.floor(px[:, 0]), np.floor(px[:, 1])
     inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
