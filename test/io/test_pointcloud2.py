@@ -289,3 +289,40 @@ def test_the_cloud_is_stored_in_the_fields_own_type_without_aliasing_the_inputs(
 
         assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
         msg.data.append(0)  # no numpy view left pinning the storage (would raise BufferError)
+
+
+@pytest.mark.parametrize("little_endian_path", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_cloud_written_from_depth_and_rays_has_the_bytes_of_the_cloud_of_its_points(types, header, monkeypatch,
+                                                                                    little_endian_path, threads):
+    from lotus2_ros.geometry import bands
+    from lotus2_ros.io.pointcloud import build_depth_pointcloud2
+
+    monkeypatch.setattr(pointcloud, "_LITTLE_ENDIAN_HOST", little_endian_path)
+    monkeypatch.setattr(bands, "_threads", threads)
+    rng = np.random.default_rng(3)
+    height, width = 300, 1000  # two row chunks on two threads
+    ray_x = np.tile(((np.arange(width) - 499.5) / 800.0).astype(np.float32), (height, 1))
+    ray_y = np.tile(((np.arange(height) - 150.2) / 800.0).astype(np.float32)[:, None], (1, width))
+    depth = rng.uniform(0.5, 20.0, (height, width)).astype(np.float32)
+    depth[0, :7] = np.nan
+    depth[-1, -3:] = np.inf
+    _, rgb, normals = organised(height, width, seed=4)
+    points = np.stack([ray_x * depth, ray_y * depth, depth], axis=-1)
+    for extras in ((rgb, normals), (None, normals), (rgb, None), (None, None)):
+        msg = build_depth_pointcloud2(types, header, depth, ray_x, ray_y, *extras)
+        assert (msg.height, msg.width) == (height, width)
+        np.testing.assert_array_equal(data_as_uint8(msg.data), _reference_records(points, *extras))
+
+
+def test_a_cloud_from_depth_refuses_rays_or_extras_of_another_shape(types, header):
+    from lotus2_ros.io.pointcloud import build_depth_pointcloud2
+
+    depth = np.ones((3, 4), np.float32)
+    rays = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"ray_y must have shape \[H,W\] = \(3, 4\)"):
+        build_depth_pointcloud2(types, header, depth, rays, rays[:, :3])
+    with pytest.raises(ValueError, match="depth_m must be a non-empty float"):
+        build_depth_pointcloud2(types, header, depth.astype(np.int32), rays, rays)
+    with pytest.raises(ValueError, match="normals must have shape"):
+        build_depth_pointcloud2(types, header, depth, rays, rays, None, np.zeros((3, 5, 3), np.float32))
