@@ -69,52 +69,117 @@ def model_to_optical(unit_rgb: np.ndarray) -> np.ndarray:
     return normalize(1.0 - 2.0 * u)  # −(2u − 1)
 
 
-def planar_model_to_optical(unit_planes: np.ndarray) -> np.ndarray:
+def planar_model_to_optical(unit_planes: np.ndarray, out: np.ndarray | None = None,
+                            colorized: np.ndarray | None = None) -> np.ndarray:
     """:func:`model_to_optical` for channel-planar input, as a decoder gives it (``[B,3,H,W]``).
 
     Args:
         unit_planes: ``[..., 3, H, W]`` decoded normal image in ``[0, 1]`` (model convention).
+        out: C-contiguous float32 ``[..., H, W, 3]`` array to write to (default: a new one).
+        colorized: C-contiguous uint8 ``[..., H, W, 3]`` array to draw the normals' colour image
+            into in the same pass (what :func:`lotus2_ros.io.visualize.colorize_normals` gives).
 
     Returns:
-        ``float32`` ``[..., H, W, 3]`` C-contiguous unit vectors in the ROS optical frame, NaN
-        where the decoded vector has no direction: bit-identical to
+        ``float32`` ``[..., H, W, 3]`` C-contiguous unit vectors in the ROS optical frame (``out``
+        if given), NaN where the decoded vector has no direction: bit-identical to
         ``model_to_optical(np.moveaxis(unit_planes, -3, -1))``.
     """
     u = np.asarray(unit_planes, dtype=np.float32)
     if u.ndim < 3 or u.shape[-3] != 3:
         raise ValueError(f"unit_planes must have shape [..., 3, H, W], got {u.shape}")
-    # 1 − 2u on whole contiguous planes, in place after the first pass (2u is exact, so −2u + 1
-    # rounds as 1 − 2u does).
-    v = np.multiply(u, -2.0, dtype=np.float32)  # [..., 3, H, W], a fresh C-contiguous array
-    v += 1.0
-    return normalize_planes(v)
+    return _planes_to_unit(u, decoded=True, out=out, colorized=colorized)
+
+
+def normal_colour_components(n: tuple[np.ndarray, np.ndarray, np.ndarray],
+                             scratch: tuple[np.ndarray, np.ndarray, np.ndarray],
+                             out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Writes the colour bytes of optical-frame unit normals, component by component.
+
+    RGB = (n_model + 1)/2 · 255 rounded half up, n_model = −n; black where a component is not
+    finite. ``n`` (float32), ``scratch`` (float32) and ``out`` (uint8) are three same-shape arrays
+    each, of any strides (an ``[..., 3]`` array's channels or contiguous planes).
+
+    (n_model + 1)/2 = (1 − n)/2. Halving 1 − n is exact (it is 0 or a normal float), so
+    (1 − n)·127.5 rounds the same real number as (1 − n)/2·255: bit-identical to
+    ``optical_to_model(n) * 255 + 0.5`` clipped to [0, 255] and truncated, with one pass less.
+    """
+    for component, x in zip(n, scratch, strict=True):
+        np.subtract(1.0, component, out=x)
+        x *= 127.5
+        x += 0.5
+    # Unit normals give values in [0.5, 255.5]: truncation alone is then exact (no clip), and a
+    # finite min and max show that no component was NaN/Inf (they propagate NaN), so the
+    # per-pixel mask is only built when needed. Large finite inputs also take the exact slow path.
+    if not all(float(x.min()) >= 0.0 and float(x.max()) < 256.0 for x in scratch):
+        for x in scratch:
+            np.clip(x, 0, 255, out=x)
+        bad = ~(np.isfinite(n[0]) & np.isfinite(n[1]) & np.isfinite(n[2]))
+        if bad.any():
+            for x in scratch:
+                x[bad] = 0.0
+    for c in range(3):
+        np.copyto(out[c], scratch[c], casting="unsafe")  # float → uint8 truncates, as astype does
 
 
 def normalize_planes(planes: np.ndarray) -> np.ndarray:
     """:func:`normalize` for channel-planar vectors: ``[..., 3, H, W]`` → ``[..., H, W, 3]`` unit vectors.
 
     Bit-identical to ``normalize(np.moveaxis(planes, -3, -1))`` (NaN where the length is below
-    ``MIN_NORM`` or not finite). Runs over bands of rows (:mod:`.bands`): per band, the passes of
-    :func:`_normalize_components` on contiguous plane rows, then one ``cv2.merge`` interleaves the
-    band into the result, so the whole image is read once and written once.
+    ``MIN_NORM`` or not finite).
     """
-    v = np.ascontiguousarray(planes, dtype=np.float32)
+    v = np.asarray(planes, dtype=np.float32)
     if v.ndim < 3 or v.shape[-3] != 3:
         raise ValueError(f"planes must have shape [..., 3, H, W], got {v.shape}")
-    height, width = v.shape[-2:]
-    out = np.empty((*v.shape[:-3], height, width, 3), dtype=np.float32)  # [..., H, W, 3]
+    return _planes_to_unit(v, decoded=False)
+
+
+def _planes_to_unit(planes: np.ndarray, decoded: bool, out: np.ndarray | None = None,
+                    colorized: np.ndarray | None = None) -> np.ndarray:
+    """Unit vectors ``[..., H, W, 3]`` from ``[..., 3, H, W]`` planes: of ``1 − 2·planes`` if ``decoded``.
+
+    Runs over bands of rows (:mod:`.bands`): per band, ``1 − 2u`` (2u is exact, so ``−2u + 1``
+    rounds as ``1 − 2u`` does), the passes of :func:`_normalize_components` and, with
+    ``colorized``, of :func:`normal_colour_components` on contiguous plane rows, then one
+    ``cv2.merge`` each interleaves the band into the results: the input is read once and the
+    results written once.
+    """
+    height, width = planes.shape[-2:]
+    shape = (*planes.shape[:-3], height, width, 3)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)  # [..., H, W, 3]
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 {shape} array, got {out.dtype} {out.shape}")
+    if colorized is not None and (colorized.shape != shape or colorized.dtype != np.uint8
+                                  or not colorized.flags.c_contiguous):
+        raise ValueError(f"colorized must be a C-contiguous uint8 {shape} array, got {colorized.dtype} "
+                         f"{colorized.shape}")
     if out.size == 0:
         return out
-    flat_v = v.reshape(-1, 3, height, width)
+    flat_v = planes.reshape(-1, 3, height, width)
     flat_out = out.reshape(-1, height, width, 3)
+    flat_rgb = None if colorized is None else colorized.reshape(-1, height, width, 3)
+
     bands = list(row_bands(height, width))
-    unit = np.empty((3, bands[0].stop - bands[0].start, width), dtype=np.float32)  # one band's planes
+    rows_max = bands[0].stop - bands[0].start
+    unit = np.empty((3, rows_max, width), dtype=np.float32)  # one band's planes
+    coded = np.empty((3, rows_max, width), dtype=np.float32) if decoded or colorized is not None else None
+    rgb = np.empty((3, rows_max, width), dtype=np.uint8) if colorized is not None else None
     for i in range(flat_v.shape[0]):
         for rows in bands:
             n = rows.stop - rows.start
+            v = [flat_v[i, c, rows] for c in range(3)]
+            if decoded:
+                for c in range(3):
+                    np.multiply(v[c], -2.0, out=coded[c, :n])
+                    coded[c, :n] += 1.0
+                v = [coded[c, :n] for c in range(3)]
             u = unit[:, :n]  # [3, n, W], each plane contiguous
-            _normalize_components((flat_v[i, 0, rows], flat_v[i, 1, rows], flat_v[i, 2, rows]), (u[0], u[1], u[2]))
+            _normalize_components((v[0], v[1], v[2]), (u[0], u[1], u[2]))
             cv2.merge([u[0], u[1], u[2]], dst=flat_out[i, rows])
+            if flat_rgb is not None:  # the colours while the unit planes are in cache (coded is free again)
+                normal_colour_components((u[0], u[1], u[2]), (coded[0, :n], coded[1, :n], coded[2, :n]),
+                                         (rgb[0, :n], rgb[1, :n], rgb[2, :n]))
+                cv2.merge([rgb[0, :n], rgb[1, :n], rgb[2, :n]], dst=flat_rgb[i, rows])
     return out
 
 

@@ -237,7 +237,7 @@ class RelativeAligner:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0.25, total / count, np.nan).astype(np.float32)
 
-    def _restart(self, prediction: np.ndarray, grid: np.ndarray, stamp: int, reason: str,
+    def _restart(self, prediction: np.ndarray, grid: np.ndarray, stamp: int, reason: str, out: np.ndarray | None,
                  inliers: float = math.nan, keep_range: bool = False) -> AlignedPrediction:
         a, b = 1.0, 0.0
         if keep_range:
@@ -255,11 +255,15 @@ class RelativeAligner:
             self._zeros = []
         values = np.asarray(prediction, dtype=np.float32)
         if (a, b) != (1.0, 0.0):
-            values = values * np.float32(a) + np.float32(b)
+            values = np.multiply(values, np.float32(a), out=out)
+            values += np.float32(b)
+        elif out is not None and out is not values:
+            np.copyto(out, values)
+            values = out
         return AlignedPrediction(values, a, b, True, reason, inliers)
 
     def update(self, prediction: np.ndarray, stamp_ns: int, rgb: np.ndarray | None = None,
-               K: np.ndarray | None = None) -> AlignedPrediction:
+               K: np.ndarray | None = None, out: np.ndarray | None = None) -> AlignedPrediction:
         """Align one frame's relative prediction to the frames before it.
 
         Args:
@@ -269,13 +273,18 @@ class RelativeAligner:
             K: its ``[3,3]`` pinhole matrix: with ``config.motion`` (disparity space only), the
                 reference is moved into this view first (see :mod:`.view_motion`). Without them
                 the frame is fitted as without motion (and the next frame has no image to track from).
+            out: ``float32 [H,W]`` array the aligned values are written to (it may be ``prediction``
+                itself: aligned in place); default: a new array (or ``prediction`` itself when a
+                restart leaves it as it is).
         """
         p = np.asarray(prediction)
         if p.ndim != 2:
             raise ValueError(f"prediction must have shape [H,W], got {p.shape}")
         grey = self._motion_input(rgb, K, p.shape) if self.config.motion and self.config.space == "disparity" \
             and rgb is not None and K is not None else None
-        result = self._update(p, int(stamp_ns), grey, K)
+        if out is not None and (out.shape != p.shape or out.dtype != np.float32):
+            raise ValueError(f"out must be float32 {p.shape}, got {out.dtype} {out.shape}")
+        result = self._update(p, int(stamp_ns), grey, K, out)
         if grey is None:
             self._previous_grey = self._previous_values = None
         else:
@@ -320,36 +329,37 @@ class RelativeAligner:
             self._reference = moved
             self.moved_frames += 1
 
-    def _update(self, p: np.ndarray, stamp: int, grey: np.ndarray | None, K: np.ndarray | None) -> AlignedPrediction:
+    def _update(self, p: np.ndarray, stamp: int, grey: np.ndarray | None, K: np.ndarray | None,
+                out: np.ndarray | None) -> AlignedPrediction:
         cfg = self.config
         grid = self._grid(p)
         if self._reference is None or self._reference.shape != grid.shape:
-            return self._restart(p, grid, stamp, "first frame")
+            return self._restart(p, grid, stamp, "first frame", out)
         if stamp < self._last_stamp_ns:
-            return self._restart(p, grid, stamp, "time jumped back")
+            return self._restart(p, grid, stamp, "time jumped back", out)
         if stamp - self._last_stamp_ns > cfg.max_gap_ns:
-            return self._restart(p, grid, stamp, f"gap of {(stamp - self._last_stamp_ns) * 1e-9:.3g} s")
+            return self._restart(p, grid, stamp, f"gap of {(stamp - self._last_stamp_ns) * 1e-9:.3g} s", out)
         if grey is not None:
             self._move_reference(grid, grey, K, p.shape)
         ref = self._reference
         both = np.isfinite(ref) & np.isfinite(grid)
         if both.sum() < 16:
-            return self._restart(p, grid, stamp, "too few valid cells")
+            return self._restart(p, grid, stamp, "too few valid cells", out)
         x, y = grid[both], ref[both]
         a, b = fit_affine_robust(x, y, cfg.irls_iterations)
         if not (math.isfinite(a) and a > 0.0):
-            return self._restart(p, grid, stamp, f"no positive scale (α={a:.3g})")
+            return self._restart(p, grid, stamp, f"no positive scale (α={a:.3g})", out)
         lo, hi = np.percentile(y, (5, 95))
         tolerance = cfg.inlier_threshold * max(float(hi - lo), 1e-12)
         inliers = float(np.mean(np.abs(y - (a * x + b)) <= tolerance))
         if inliers < cfg.min_inlier_fraction:
-            return self._restart(p, grid, stamp, f"scene change: {inliers:.0%} of the cells agree", inliers,
+            return self._restart(p, grid, stamp, f"scene change: {inliers:.0%} of the cells agree", out, inliers,
                                  keep_range=True)
         aligned_grid = a * grid + b
         wgt = cfg.reference_weight
         self._reference = np.where(np.isfinite(ref), (1.0 - wgt) * ref + wgt * aligned_grid, aligned_grid)
         self._reference = np.where(np.isfinite(self._reference), self._reference, aligned_grid).astype(np.float32)
         self._last_stamp_ns = stamp
-        values = np.multiply(p, np.float32(a), dtype=np.float32)  # one pass fewer than astype, then *
+        values = np.multiply(p, np.float32(a), out=out, dtype=np.float32)  # one pass fewer than astype, then *
         values += np.float32(b)
         return AlignedPrediction(values, a, b, False, "", inliers)

@@ -467,12 +467,18 @@ def _check_metric_map(scale: float, shift: float, min_depth_m: float, max_depth_
         )
 
 
+def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> None:
+    if out is not None and (out.shape != shape or out.dtype != np.float32):
+        raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
+
+
 def metric_depth_from_disparity(
     disparity: np.ndarray,
     scale: float,
     shift: float,
     min_depth_m: float = 0.0,
     max_depth_m: float = math.inf,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Metric z-depth ``1 / (scale·d + shift)`` from relative disparity.
 
@@ -482,9 +488,10 @@ def metric_depth_from_disparity(
         shift: Fitted ``t``, 1/metres.
         min_depth_m: Depths below this are invalid, metres (>= 0).
         max_depth_m: Depths above this are invalid, metres (may be inf).
+        out: float32 array like ``disparity`` to write the result to (default: a new one).
 
     Returns:
-        float32 array like ``disparity``, metres; NaN where ``scale·d + shift <= 0``, where the
+        float32 array like ``disparity`` (``out`` if given), metres; NaN where ``scale·d + shift <= 0``, where the
         depth leaves ``[min_depth_m, max_depth_m]`` or the disparity is not finite. Never
         relative values: a non-positive or non-finite scale raises.
     """
@@ -492,7 +499,8 @@ def metric_depth_from_disparity(
     d = np.asarray(disparity)
     if d.dtype != np.float32:
         d = d.astype(np.float32)
-    inverse = d * np.float32(scale)
+    _check_out(out, d.shape)
+    inverse = np.multiply(d, np.float32(scale), out=out)
     inverse += np.float32(shift)  # [...] 1/metres
     # depth in [min, max] <=> inverse depth in [1/max, 1/min] and > 0; the largest float32
     # stands for 1/0 so that an infinite inverse depth (depth 0) is refused too.
@@ -519,14 +527,18 @@ def metric_depth_from_depth(
     shift: float,
     min_depth_m: float = 0.0,
     max_depth_m: float = math.inf,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Metric z-depth ``scale·d + shift`` from relative (affine-invariant) depth.
 
     Returns float32 metres like ``depth``; NaN outside ``[min_depth_m, max_depth_m]``, where the
-    result is not positive or ``d`` is not finite. Raises on a non-positive or non-finite scale.
+    result is not positive or ``d`` is not finite (written to ``out`` if given). Raises on a
+    non-positive or non-finite scale.
     """
     _check_metric_map(scale, shift, min_depth_m, max_depth_m)
-    z = np.asarray(depth, dtype=np.float32) * np.float32(scale)
+    d = np.asarray(depth, dtype=np.float32)
+    _check_out(out, d.shape)
+    z = np.multiply(d, np.float32(scale), out=out)
     z += np.float32(shift)
     with np.errstate(invalid="ignore"):
         invalid = ~((z > 0.0) & (z >= min_depth_m) & (z <= max_depth_m))
@@ -535,10 +547,11 @@ def metric_depth_from_depth(
 
 
 def metric_depth_from_relative(relative: np.ndarray, space: str, scale: float, shift: float,
-                               min_depth_m: float = 0.0, max_depth_m: float = math.inf) -> np.ndarray:
-    """Metric depth from a relative output in ``space`` (``"disparity"`` or ``"depth"``)."""
+                               min_depth_m: float = 0.0, max_depth_m: float = math.inf,
+                               out: np.ndarray | None = None) -> np.ndarray:
+    """Metric depth from a relative output in ``space`` (``"disparity"`` or ``"depth"``), into ``out`` if given."""
     if space == "disparity":
-        return metric_depth_from_disparity(relative, scale, shift, min_depth_m, max_depth_m)
+        return metric_depth_from_disparity(relative, scale, shift, min_depth_m, max_depth_m, out)
     if space == "depth":
-        return metric_depth_from_depth(relative, scale, shift, min_depth_m, max_depth_m)
+        return metric_depth_from_depth(relative, scale, shift, min_depth_m, max_depth_m, out)
     raise ValueError(f"space must be one of {FIT_SPACES}, got {space!r}")

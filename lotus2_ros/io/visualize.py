@@ -9,23 +9,27 @@ import cv2
 import numpy as np
 
 from ..geometry.bands import row_bands
+from ..geometry.normals import normal_colour_components
 
 
-def colorize_disparity(disparity: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+def colorize_disparity(disparity: np.ndarray, lo: float | None = None, hi: float | None = None,
+                       out: np.ndarray | None = None) -> np.ndarray:
     """Colour-map a disparity (or any "larger = nearer") image: near is red/yellow, far is blue.
 
     Args:
         disparity: ``[H,W]`` float; NaN/Inf pixels are drawn black.
         lo, hi: Value range mapped to the ends of the colour map (default: the finite min/max).
+        out: C-contiguous ``uint8 [H,W,3]`` array to draw into (default: a new one).
 
     Returns:
-        ``uint8`` RGB ``[H,W,3]`` (OpenCV's Turbo colour map).
+        ``uint8`` RGB ``[H,W,3]`` (OpenCV's Turbo colour map), ``out`` if given.
     """
     d = np.asarray(disparity, dtype=np.float32)
     if d.ndim != 2:
         raise ValueError(f"disparity must have shape [H,W], got {d.shape}")
+    out = _rgb_out(out, d.shape)
     if d.size == 0:
-        return np.zeros((*d.shape, 3), dtype=np.uint8)
+        return out
     # min/max propagate NaN and reach ±Inf, so finite extremes mean an all-finite image: the
     # usual case, which then needs no masks (a mask pass and a masked copy cost more than the rest).
     d_min, d_max = float(d.min()), float(d.max())
@@ -50,10 +54,19 @@ def colorize_disparity(disparity: np.ndarray, lo: float | None = None, hi: float
         np.clip(idx, 0, 255, out=idx)
     # Turbo with an RGB-ordered table: the same look-up applyColorMap does, without the
     # BGR -> RGB pass afterwards.
-    rgb = cv2.applyColorMap(idx.astype(np.uint8), _turbo_rgb_lut())
+    cv2.applyColorMap(idx.astype(np.uint8), _turbo_rgb_lut(), dst=out)
     if not all_finite:
-        rgb[~finite] = 0
-    return rgb
+        out[~finite] = 0
+    return out
+
+
+def _rgb_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``out`` checked to be a C-contiguous ``uint8 [H,W,3]`` image of ``shape``, or a new one."""
+    if out is None:
+        return np.empty((*shape[:2], 3), dtype=np.uint8)
+    if out.shape != (*shape[:2], 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint8 {(*shape[:2], 3)} array, got {out.dtype} {out.shape}")
+    return out
 
 
 def _colormap_index(values: np.ndarray, lo: float, scale: float) -> np.ndarray:
@@ -75,57 +88,47 @@ def _turbo_rgb_lut() -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def colorize_relative(values: np.ndarray, kind: str, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+def colorize_relative(values: np.ndarray, kind: str, lo: float | None = None, hi: float | None = None,
+                      out: np.ndarray | None = None) -> np.ndarray:
     """Colour-map a relative depth output so that near is red and far blue, whatever its kind.
 
     ``kind`` ``"disparity"`` (larger = nearer) is mapped as it is, ``"depth"`` (larger = farther)
     negated first. ``lo``/``hi``: the value range mapped to the ends (default: the finite extremes).
+    ``out``: as for :func:`colorize_disparity`.
     """
     if kind == "disparity":
-        return colorize_disparity(values, lo, hi)
+        return colorize_disparity(values, lo, hi, out)
     if kind == "depth":
         return colorize_disparity(-np.asarray(values, dtype=np.float32), None if hi is None else -hi,
-                                  None if lo is None else -lo)
+                                  None if lo is None else -lo, out)
     raise ValueError(f"kind must be disparity or depth, got {kind!r}")
 
 
-def colorize_normals(normals_optical: np.ndarray) -> np.ndarray:
+def colorize_normals(normals_optical: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """The usual normal colouring (as the Lotus/DSINE visualisations): RGB = (n_model + 1) / 2.
 
     Args:
         normals_optical: ``[H,W,3]`` unit normals in the ROS optical frame; NaN drawn black.
+        out: C-contiguous ``uint8 [H,W,3]`` array to draw into (default: a new one).
 
     Returns:
-        ``uint8`` RGB ``[H,W,3]``. A wall facing the camera is light blue (128, 128, 255).
+        ``uint8`` RGB ``[H,W,3]`` (``out`` if given). A wall facing the camera is light blue (128, 128, 255).
     """
     n = np.asarray(normals_optical, dtype=np.float32)
     if n.ndim != 3 or n.shape[-1] != 3:
         raise ValueError(f"normals_optical must have shape [H,W,3], got {n.shape}")
-    # (n_model + 1)/2 = (1 − n)/2, times 255, rounded half up. Halving 1 − n is exact (it is 0 or
-    # a normal float), so (1 − n) * 127.5 rounds the same real number as (1 − n)/2 * 255:
-    # bit-identical to optical_to_model(n) * 255 + 0.5 clipped to [0, 255] and truncated, with
-    # one pass less. Runs over bands of rows (geometry.bands), so the passes after the first read
-    # cache, not memory.
+    # The colour of each component (geometry.normals.normal_colour_components), over bands of rows
+    # (geometry.bands), so the passes after the first read cache, not memory.
     height, width = n.shape[:2]
-    out = np.empty((height, width, 3), dtype=np.uint8)  # C order: a plain RGB image
+    out = _rgb_out(out, n.shape)  # C order: a plain RGB image
     if out.size == 0:
         return out
     bands = list(row_bands(height, width))
     buf = np.empty((bands[0].stop - bands[0].start, width, 3), dtype=np.float32)
     for rows in bands:
-        nb = n[rows]
-        x = buf[: rows.stop - rows.start]
-        np.subtract(1.0, nb, out=x)
-        x *= 127.5
-        x += 0.5
-        # Unit normals give values in [0.5, 255.5]: truncation alone is then exact (no clip), and a
-        # finite min and max show that no channel was NaN/Inf (they propagate NaN), so the
-        # per-pixel mask is only built when needed. Large finite inputs also take the exact slow path.
-        if not (float(x.min()) >= 0.0 and float(x.max()) < 256.0):
-            np.clip(x, 0, 255, out=x)
-            if not np.isfinite(nb).all():
-                x[~np.isfinite(nb).all(axis=-1)] = 0.0
-        np.copyto(out[rows], x, casting="unsafe")  # float → uint8 truncates, as astype does
+        nb, x, rgb = n[rows], buf[: rows.stop - rows.start], out[rows]
+        normal_colour_components((nb[..., 0], nb[..., 1], nb[..., 2]), (x[..., 0], x[..., 1], x[..., 2]),
+                                 (rgb[..., 0], rgb[..., 1], rgb[..., 2]))
     return out
 
 

@@ -148,6 +148,16 @@ class StageTimer:
         self.timings_ms[name] = self.timings_ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
 
 
+def deliver(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``result``, or ``out`` holding a copy of it (for backends that cannot compute into ``out`` directly)."""
+    if out is None:
+        return result
+    if out.shape != result.shape or out.dtype != result.dtype:
+        raise ValueError(f"out must be {result.dtype} {result.shape}, got {out.dtype} {out.shape}")
+    np.copyto(out, result)
+    return out
+
+
 class ModelBackend(ABC):
     """The stages of one model family (see the module docstring). Build with :func:`load_backend`."""
 
@@ -182,12 +192,22 @@ class ModelBackend(ABC):
         """Latent of ``task`` → decoded image ``[B,3,h,w]`` float32 in ``[0,1]``."""
 
     @abstractmethod
-    def to_depth(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
-        """``[B,3,h,w]`` in ``[0,1]`` → relative depth output ``[B,H,W]`` float32 (``info.depth_output``)."""
+    def to_depth(self, decoded: torch.Tensor, out_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+        """``[B,3,h,w]`` in ``[0,1]`` → relative depth output ``[B,H,W]`` float32 (``info.depth_output``).
+
+        ``out``: a C-contiguous float32 ``[B,H,W]`` array the result is written to and returned
+        (the pipeline passes its product storage, e.g. a message payload); None: a new array.
+        """
 
     @abstractmethod
-    def to_normals(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
-        """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` float32 in the ROS optical frame."""
+    def to_normals(self, decoded: torch.Tensor, out_hw: tuple[int, int], out: np.ndarray | None = None,
+                   colorized: np.ndarray | None = None) -> np.ndarray:
+        """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` float32 in the ROS optical frame.
+
+        ``out``: as for :meth:`to_depth` (``[B,H,W,3]``). ``colorized``: a C-contiguous uint8
+        ``[B,H,W,3]`` array to draw the normals' colour image into
+        (:func:`~lotus2_ros.io.visualize.colorize_normals`), in the same pass where it can.
+        """
 
     def refine_forwards(self, tasks: tuple[str, ...], num_steps: int) -> int:
         """How many items (network forwards) :meth:`iter_refine` yields for ``tasks`` and ``num_steps``.

@@ -34,8 +34,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..geometry.normals import normalize_planes, planar_model_to_optical
-from .backend import DTYPES, BackendConfig, ModelBackend, ModelInfo, StageTimer
+from ..geometry.normals import planar_model_to_optical
+from .backend import DTYPES, BackendConfig, ModelBackend, ModelInfo, StageTimer, deliver
 from .latents import FlowSchedule, image_position_ids, pack_latents, text_position_ids, unpack_latents
 from .lcm import LocalContinuityModule
 from .prompt_embeds import PromptEmbeds, load_prompt_embeds
@@ -317,26 +317,32 @@ class Lotus2Engine(ModelBackend):
         z = latents.to(self.dtype) / self.vae.config.scaling_factor + self.vae.config.shift_factor
         return decoded_to_unit(self.vae.decode(z, return_dict=False)[0])
 
-    def to_depth(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
-        """``[B,3,h,w]`` in ``[0,1]`` → affine-invariant disparity ``[B,H,W]`` float32 (channel mean)."""
-        return self.to_disparity(decoded, out_hw)
+    def to_depth(self, decoded: torch.Tensor, out_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+        """``[B,3,h,w]`` in ``[0,1]`` → affine-invariant disparity ``[B,H,W]`` float32 (channel mean), into ``out`` if given."""
+        return self.to_disparity(decoded, out_hw, out)
 
     @staticmethod
-    def to_disparity(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
-        """``[B,3,h,w]`` in ``[0,1]`` → affine-invariant disparity ``[B,H,W]`` float32 (channel mean)."""
+    def to_disparity(decoded: torch.Tensor, out_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+        """``[B,3,h,w]`` in ``[0,1]`` → affine-invariant disparity ``[B,H,W]`` float32 (channel mean).
+
+        ``out``: a C-contiguous float32 ``[B,H,W]`` array to write to (default: a new one).
+        """
         if _on_host(decoded):  # numpy + OpenCV: no torch kernels (and their thread pool) on the CPU path
             planes = decoded.detach().numpy()  # [B,3,h,w]
-            disparity = planes[:, 0] + planes[:, 1]
+            at_size = tuple(planes.shape[-2:]) == tuple(out_hw)
+            # At the output size the mean is written straight into ``out``.
+            disparity = np.add(planes[:, 0], planes[:, 1], out=out if at_size else None)
             disparity += planes[:, 2]
             disparity /= 3  # torch's CPU mean over the channels, bit for bit
-            return resize_planes_bilinear(disparity, out_hw)  # [B,H,W]
+            return disparity if at_size else resize_planes_bilinear(disparity, out_hw, out)  # [B,H,W]
         disparity = decoded.mean(dim=1, keepdim=True)  # [B,1,h,w]
-        return resize_bilinear(disparity, out_hw)[:, 0].cpu().numpy()
+        return deliver(resize_bilinear(disparity, out_hw)[:, 0].cpu().numpy(), out)
 
     @staticmethod
-    def to_normals(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
-        """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` in the ROS optical frame."""
-        return decoded_to_optical_normals(decoded, out_hw)
+    def to_normals(decoded: torch.Tensor, out_hw: tuple[int, int], out: np.ndarray | None = None,
+                   colorized: np.ndarray | None = None) -> np.ndarray:
+        """``[B,3,h,w]`` in ``[0,1]`` → unit normals ``[B,H,W,3]`` in the ROS optical frame (see the backend interface)."""
+        return decoded_to_optical_normals(decoded, out_hw, out, colorized)
 
     def to_depth_tensor(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
         """:meth:`to_disparity` on the decoded tensor's device: ``[B,H,W]`` float32, not downloaded."""
@@ -450,21 +456,20 @@ class Lotus2Engine(ModelBackend):
         return {**super().describe(), "transformer_params": sum(p.numel() for p in self.transformer.parameters())}
 
 
-def decoded_to_optical_normals(decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
-    """``[B,3,h,w]`` in ``[0,1]`` (Lotus normal coding) → unit normals ``[B,H,W,3]``, ROS optical frame."""
-    # The decoder's channel planes go in as they are: the arithmetic runs plane by plane on
-    # contiguous memory and only the final divide writes the interleaved [B,H,W,3] result.
+def decoded_to_optical_normals(decoded: torch.Tensor, out_hw: tuple[int, int], out: np.ndarray | None = None,
+                               colorized: np.ndarray | None = None) -> np.ndarray:
+    """``[B,3,h,w]`` in ``[0,1]`` (Lotus normal coding) → unit normals ``[B,H,W,3]``, ROS optical frame.
+
+    ``out``, ``colorized``: as for :func:`~lotus2_ros.geometry.normals.planar_model_to_optical`.
+    """
+    # The decoder's channel planes go in as they are (resized plane by plane): 1 − 2u and the
+    # normalisation run on contiguous plane rows, and only the final merge writes the interleaved
+    # [B,H,W,3] result (geometry.normals).
     if _on_host(decoded):
-        planes = decoded.detach().numpy()  # [B,3,h,w]
-        if tuple(planes.shape[-2:]) == tuple(out_hw):
-            return planar_model_to_optical(planes)  # [B,H,W,3]
-        # 1 − 2u at the processing size, then resized: bilinear is linear, so this is the same
-        # vector field within float rounding, with the full-size passes saved.
-        v = np.multiply(planes, -2.0, dtype=np.float32)
-        v += 1.0
-        return normalize_planes(resize_planes_bilinear(v, out_hw))  # [B,H,W,3]
+        planes = resize_planes_bilinear(decoded.detach().numpy(), out_hw)  # [B,3,H,W]
+        return planar_model_to_optical(planes, out, colorized)  # [B,H,W,3]
     unit = resize_bilinear(decoded, out_hw).cpu().numpy()  # [B,3,H,W]
-    return planar_model_to_optical(unit)  # [B,H,W,3]
+    return planar_model_to_optical(unit, out, colorized)  # [B,H,W,3]
 
 
 def _on_host(decoded: torch.Tensor) -> bool:

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry.normals import planar_model_to_optical
-from .backend import DTYPES, BackendConfig, ModelBackend, ModelInfo, StageTimer
+from .backend import DTYPES, BackendConfig, ModelBackend, ModelInfo, StageTimer, deliver
 from .lotus1_folders import Lotus1Folder, find_lotus1_folders
 from .resize import images_to_tensor
 from .spec import ModelSettings, WeightsError, resolve_model_request
@@ -319,12 +319,13 @@ class Lotus1Engine(ModelBackend):
         decoded = vae.decode(latents.to(self.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         return (decoded.float() / 2 + 0.5).clamp(0, 1)  # [B,3,8*(h//8),8*(w//8)]
 
-    def to_depth(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
+    def to_depth(self, decoded: torch.Tensor, out_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
         mean = decoded.mean(dim=1, keepdim=True)  # [B,1,h,w]
-        return resize_nearest(mean, out_hw)[:, 0].cpu().numpy()
+        return deliver(resize_nearest(mean, out_hw)[:, 0].cpu().numpy(), out)
 
-    def to_normals(self, decoded: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:
-        return planar_model_to_optical(resize_nearest(decoded, out_hw).cpu().numpy())  # [B,H,W,3]
+    def to_normals(self, decoded: torch.Tensor, out_hw: tuple[int, int], out: np.ndarray | None = None,
+                   colorized: np.ndarray | None = None) -> np.ndarray:
+        return planar_model_to_optical(resize_nearest(decoded, out_hw).cpu().numpy(), out, colorized)  # [B,H,W,3]
 
     def check_request(self, tasks: tuple[str, ...], refine_steps: int) -> None:
         super().check_request(tasks, refine_steps)

@@ -199,20 +199,27 @@ def _resize_bilinear_cv2(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Ten
     return torch.from_numpy(resize_planes_bilinear(x.detach().contiguous().numpy(), size_hw))  # [B,C,h,w]
 
 
-def resize_planes_bilinear(planes: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+def resize_planes_bilinear(planes: np.ndarray, size_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """:func:`resize_bilinear` for float32 numpy planes ``[..., H, W]`` → ``[..., h, w]`` (OpenCV, plane by plane).
 
-    Identity (the same array) at the same size.
+    Identity (the same array) at the same size, unless ``out`` (a C-contiguous float32
+    ``[..., h, w]`` array to write to) is given: then the planes are copied into it.
     """
     h, w = int(size_hw[0]), int(size_hw[1])
+    shape = (*planes.shape[:-2], h, w)
+    if out is not None and (out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous float32 {shape} array, got {out.dtype} {out.shape}")
     if planes.shape[-2:] == (h, w):
-        return planes
+        if out is None:
+            return planes
+        np.copyto(out, planes)
+        return out
     src = np.ascontiguousarray(planes, dtype=np.float32)
     flat = src.reshape(-1, *src.shape[-2:])  # [N,H,W]
-    out = np.empty((flat.shape[0], h, w), np.float32)
+    dst = np.empty((flat.shape[0], h, w), np.float32) if out is None else out.reshape(-1, h, w)
     for i in range(flat.shape[0]):  # contiguous planes: no channel interleaving to undo
-        cv2.resize(flat[i], (w, h), dst=out[i], interpolation=cv2.INTER_LINEAR)
-    return out.reshape(*src.shape[:-2], h, w)
+        cv2.resize(flat[i], (w, h), dst=dst[i], interpolation=cv2.INTER_LINEAR)
+    return dst.reshape(shape)
 
 
 def decoded_to_unit(decoded: torch.Tensor) -> torch.Tensor:

@@ -160,3 +160,27 @@ def test_normalize_planes_is_bit_identical_to_normalize_on_the_hwc_view(shape):
     want = normalize(np.moveaxis(v, -3, -1))
     assert got.shape == want.shape and got.flags["C_CONTIGUOUS"]
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 8), (2, 3, 5, 7), (1, 3, 200, 640)])
+def test_planar_model_to_optical_draws_the_colour_image_colorize_normals_gives_in_the_same_pass(shape):
+    from lotus2_ros.io.visualize import colorize_normals
+
+    planes = np.moveaxis(_awkward_decoded((*shape[:-3], *shape[-2:], 3)), -1, -3).copy()  # [...,3,H,W]
+    hwc = (*shape[:-3], *shape[-2:], 3)
+    out, colorized = np.full(hwc, 7.0, np.float32), np.full(hwc, 7, np.uint8)
+    assert planar_model_to_optical(planes, out, colorized) is out
+    _assert_bitwise_equal(out, planar_model_to_optical(planes))
+    for normals, rgb in zip(out.reshape(-1, *hwc[-3:]), colorized.reshape(-1, *hwc[-3:]), strict=True):
+        np.testing.assert_array_equal(rgb, colorize_normals(normals))
+    np.testing.assert_array_equal(colorized.reshape(-1, 3)[:4], 0)  # no direction: black
+
+
+def test_planar_model_to_optical_refuses_output_arrays_of_another_shape_type_or_layout():
+    planes = np.full((1, 3, 4, 5), 0.25, np.float32)
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 \(1, 4, 5, 3\)"):
+        planar_model_to_optical(planes, np.empty((1, 5, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        planar_model_to_optical(planes, np.empty((1, 4, 5, 3), np.float64))
+    with pytest.raises(ValueError, match=r"colorized must be a C-contiguous uint8 \(1, 4, 5, 3\)"):
+        planar_model_to_optical(planes, colorized=np.empty((1, 4, 10, 3), np.uint8)[:, :, ::2])

@@ -149,3 +149,21 @@ def test_one_invalid_pixel_anywhere_gives_the_grid_of_the_full_check(shape):
                 assert np.isfinite(grid).all(), (bad, i)
     huge = np.full(shape, 3e38, np.float32)  # finite, but area sums overflow: as the full check gives it
     np.testing.assert_array_equal(aligner._grid(huge), _grid_checking_every_pixel(huge, gh, gw))
+
+
+def test_frames_aligned_in_place_equal_frames_aligned_into_new_arrays(sequence):
+    """``out=prediction`` (what the pipeline does) gives the values of the default, restarts included."""
+    rng = np.random.default_rng(5)
+    frames = [(math.exp(rng.normal(0, 0.2)) * d + rng.normal(0, 0.1)).astype(np.float32) for d in sequence]
+    frames.insert(4, np.where(np.isfinite(frames[0]), 0.3, np.nan).astype(np.float32)[::-1].copy())  # a cut
+    fresh, in_place = RelativeAligner(), RelativeAligner()
+    stamps = [k * PERIOD_NS for k in range(len(frames))]
+    stamps[6] += 5 * 10**9  # a gap: restart with the model's own scale (values unchanged)
+    for frame, stamp in zip(frames, stamps, strict=True):
+        want = fresh.update(frame, stamp)
+        work = frame.copy()
+        got = in_place.update(work, stamp, out=work)
+        assert got.values is work and (got.scale, got.shift, got.reset) == (want.scale, want.shift, want.reset)
+        assert np.array_equal(got.values, want.values, equal_nan=True)
+    with pytest.raises(ValueError, match=r"out must be float32 \(96, 128\)"):
+        in_place.update(frames[0], stamps[-1] + PERIOD_NS, out=np.empty((96, 128), np.float64))

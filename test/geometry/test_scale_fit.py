@@ -299,3 +299,17 @@ def test_the_depth_space_fit_recovers_z_equals_s_d_plus_t_through_outliers():
     # The same data fitted in disparity space is refused or poor: the space is the model's, not a guess.
     inverse = fit_disparity_affine(d, z)
     assert not inverse.valid or inverse.abs_rel > 0.02
+
+
+@pytest.mark.parametrize("space", ["disparity", "depth"])
+def test_metric_depth_is_written_into_a_given_array(space):
+    from lotus2_ros.geometry.scale_fit import metric_depth_from_relative
+
+    relative = np.random.default_rng(8).uniform(0.1, 0.9, (30, 40)).astype(np.float32)
+    relative[0, :3] = [-5.0, np.nan, 50.0]  # invalid: NaN in the result as without out
+    out = np.full(relative.shape, 7.0, np.float32)
+    got = metric_depth_from_relative(relative, space, 2.0, 0.1, 0.5, 4.0, out=out)
+    assert got is out
+    assert np.array_equal(out, metric_depth_from_relative(relative, space, 2.0, 0.1, 0.5, 4.0), equal_nan=True)
+    with pytest.raises(ValueError, match=r"out must be float32 \(30, 40\)"):
+        metric_depth_from_relative(relative, space, 2.0, 0.1, out=np.empty((30, 40), np.float64))

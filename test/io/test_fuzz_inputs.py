@@ -67,11 +67,11 @@ class StubBackend(ModelBackend):
     def decode(self, latents, task=None):
         return torch.sigmoid(torch.nn.functional.interpolate(latents, scale_factor=8.0) * 3.0)  # [B,3,h,w]
 
-    def to_depth(self, decoded, out_hw):
-        return Lotus2Engine.to_disparity(decoded, out_hw)
+    def to_depth(self, decoded, out_hw, out=None):
+        return Lotus2Engine.to_disparity(decoded, out_hw, out)
 
-    def to_normals(self, decoded, out_hw):
-        return Lotus2Engine.to_normals(decoded, out_hw)
+    def to_normals(self, decoded, out_hw, out=None, colorized=None):
+        return Lotus2Engine.to_normals(decoded, out_hw, out, colorized)
 
 
 @pytest.fixture(scope="module")

@@ -173,3 +173,19 @@ def test_colorize_normals_of_non_finite_and_out_of_range_values_equals_the_strai
         np.testing.assert_array_equal(rgb, _reference_colorize_normals(n))
     np.testing.assert_array_equal(rgb[0, 1:4], 0)
     np.testing.assert_array_equal(rgb[0, 4], (0, 255, 64))
+
+
+def test_colourisers_draw_into_a_given_image_and_refuse_one_of_another_shape_or_layout():
+    d = _disparities()["non-finite"]
+    out = np.full((*d.shape, 3), 7, np.uint8)
+    assert colorize_disparity(d, 0.2, 0.7, out=out) is out
+    np.testing.assert_array_equal(out, _reference_colorize_disparity(d, 0.2, 0.7))
+    n = np.random.default_rng(5).normal(size=(6, 9, 3)).astype(np.float32)
+    n[2, 3] = np.nan
+    out = np.full((6, 9, 3), 7, np.uint8)
+    assert colorize_normals(n, out=out) is out
+    np.testing.assert_array_equal(out, _reference_colorize_normals(n))
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous uint8 \(48, 64, 3\)"):
+        colorize_disparity(d, out=np.empty((48, 64, 4), np.uint8))
+    with pytest.raises(ValueError, match="out must be a C-contiguous uint8"):
+        colorize_normals(n, out=np.empty((6, 18, 3), np.uint8)[:, ::2])
