@@ -74,7 +74,7 @@ def bench_size(engine: Lotus2Engine, width: int, height: int, frames: int, warmu
     image_msg = build_image(types, build_header(types, STAMP_NS, "camera"), item.frame.rgb, "rgb8")
     config = PerceptionConfig(device="cpu", dtype="fp32", tasks=["depth", "normal"], sharpen_enabled=False,
                               metric_source="fixed", fixed_scale=0.5, fixed_shift=0.02)
-    pipeline = PerceptionPipeline(config, engine)
+    pipeline = PerceptionPipeline(config, engine, allocate=types.payload_array)  # as the node does
     # Every topic a fixed-metric disparity frame with depth + normal has (``scale_fit`` needs a reference fit).
     PRODUCT_TOPICS = base_output_topics(config, ("depth", "normal"))
 

@@ -94,6 +94,8 @@ def setup(p: dict, model, width: int, height: int):
                                               sharpen_enabled=False, metric_source="fixed", fixed_scale=0.5,
                                               fixed_shift=0.02)
     pipeline = p["perception"].PerceptionPipeline(config, replaying(p["engine"])(engine))
+    if hasattr(types, "payload_array"):  # products in message payloads, as the node does (since issue 15)
+        pipeline.allocate = types.payload_array
     return pipeline, p["cal"](stream.camera), types, msg
 
 

@@ -57,7 +57,7 @@ log = logging.getLogger("lotus2.process_bag")
 #: ``lotus2_perception``): the names ``config/lotus2.rviz`` shows.
 DEFAULT_OUTPUT_PREFIX = "/lotus2/lotus2_perception/"
 #: Configuration fields a resumed attempt may change (where it runs, not what it computes).
-_RESOURCE_FIELDS = ("device", "torch_threads", "diagnostics_period_s")
+_RESOURCE_FIELDS = ("device", "torch_threads", "host_threads", "diagnostics_period_s")
 #: Raw reference / camera_info messages kept beyond those a waiting image is paired with.
 _KEEP_REFERENCES = 16
 _KEEP_CAMERA_INFOS = 64

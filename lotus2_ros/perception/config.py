@@ -50,6 +50,9 @@ class PerceptionConfig:
                    "ensemble uses seed+1, seed+2, ...)", read_only=True, range_=(0, 2**31 - 1))
     torch_threads: int = _f(0, "CPU threads for torch (0: torch's default); 1 helps a small CPU shared with other "
                             "nodes", read_only=True, range_=(0, 256))
+    host_threads: int = _f(0, "CPU threads for the per-pixel work around a CPU model (the normals made beside the "
+                           "depth products, point clouds; 0: the cores, up to 4; 1: the frame's own thread only)",
+                           read_only=True, range_=(0, 64))
     # --- inputs ----------------------------------------------------------------------------
     image_transport: str = _f("raw", "subscribe to 'image' (raw) or 'image/compressed'", read_only=True,
                               choices=("raw", "compressed"))

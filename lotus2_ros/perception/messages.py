@@ -14,7 +14,7 @@ from typing import Any
 from ..io.camera_info import build_camera_info
 from ..io.image_msgs import build_image
 from ..io.msg_types import MessageTypes
-from ..io.pointcloud import build_pointcloud2
+from ..io.pointcloud import build_depth_pointcloud2, build_pointcloud2
 from ..io.stamps import build_header
 from .metric import ScaleFitReport
 from .outputs import OUTPUT_TOPICS, REFINED_PREFIX, topic_name
@@ -57,9 +57,12 @@ def output_messages(types: MessageTypes, out: PerceptionOutput, wanted: set[str]
         msgs["normals/image"] = build_image(types, header, out.normals, "32FC3")
     if out.normals_colorized is not None and want("normals/colorized"):
         msgs["normals/colorized"] = build_image(types, header, out.normals_colorized, "rgb8")
-    if out.points_m is not None and want("points"):
-        msgs["points"] = build_pointcloud2(types, header, out.points_m, out.rgb,
-                                           out.normals if cloud_normals else None)
+    if out.depth_m is not None and want("points"):
+        normals = out.normals if cloud_normals else None
+        if out.point_rays is not None:  # written from the depth, without building the points first
+            msgs["points"] = build_depth_pointcloud2(types, header, out.depth_m, *out.point_rays, out.rgb, normals)
+        elif out.points_m is not None:
+            msgs["points"] = build_pointcloud2(types, header, out.points_m, out.rgb, normals)
     scale_fit_cls = getattr(types, "ScaleFit", None)
     if out.scale_fit is not None and scale_fit_cls is not None and want("scale_fit"):
         msgs["scale_fit"] = build_scale_fit(types, scale_fit_cls, out.scale_fit)

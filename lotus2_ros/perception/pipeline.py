@@ -16,6 +16,7 @@ than one step. :meth:`PerceptionPipeline.predict` does both for one image (the o
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from ..geometry.calibration import CameraCalibration
-from ..geometry.bands import row_bands
+from ..geometry.bands import row_bands, set_host_threads, submit
 from ..geometry.camera import PinholeCamera
 from ..geometry.camera_model import CameraModel, is_rectified_calibration
 from ..geometry.rectify import Rectifier
@@ -92,7 +93,8 @@ class PerceptionOutput:
         depth_m: ``float32`` ``[H,W]`` metric depth in metres, NaN invalid; None without a metric reference.
         points_m: ``float32`` ``[H,W,3]`` metric points in the ``frame_id`` frame (the back-projection
             with :attr:`camera_model`, ``P``'s offset included), NaN invalid; None unless metric depth
-            and a camera exist.
+            and a camera exist. Built on first access where they lie along the pixel rays
+            (:attr:`point_rays`): a cloud message is written from the depth without them.
         scale_shift: ``(s, t)`` of ``depth_m = 1/(s·d + t)`` (disparity) or ``s·d + t`` (depth) when metric.
         alignment: With ``relative_alignment``: the scale and shift that put the relative output on
             the sequence's scale (it is already aligned; the model's own output is
@@ -114,7 +116,6 @@ class PerceptionOutput:
     depth_uncertainty: np.ndarray | None = None
     normals: np.ndarray | None = None
     depth_m: np.ndarray | None = None
-    points_m: np.ndarray | None = None
     scale_shift: tuple[float, float] | None = None
     scale_fit: ScaleFitReport | None = None
     alignment: AlignedPrediction | None = None
@@ -123,6 +124,26 @@ class PerceptionOutput:
     process_hw: tuple[int, int] = (0, 0)
     refine_steps: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    _points_m: np.ndarray | None = field(default=None, repr=False)
+    _point_rays: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def points_m(self) -> np.ndarray | None:
+        """See the class attributes: ``[H,W,3]`` metric points, built on first access from :attr:`point_rays`."""
+        if self._points_m is None and self._point_rays is not None and self.depth_m is not None:
+            self._points_m = points_along_rays(*self._point_rays, self.depth_m)
+        return self._points_m
+
+    @points_m.setter
+    def points_m(self, points: np.ndarray | None) -> None:
+        self._points_m, self._point_rays = points, None
+
+    @property
+    def point_rays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(ray_x, ray_y)``, ``[H,W]`` float32 each, when :attr:`points_m` is ``(ray_x·z, ray_y·z, z)``
+        with ``z = depth_m`` (a plain pinhole model) and has not been built: cloud builders may
+        write the points from the depth directly. None otherwise."""
+        return self._point_rays if self._points_m is None and self.depth_m is not None else None
 
     @property
     def camera(self) -> PinholeCamera | None:
@@ -174,6 +195,17 @@ def _unit(v: np.ndarray) -> np.ndarray:
         return np.where(n > 0, v / n, np.nan).astype(np.float32)
 
 
+#: Key of :meth:`PerceptionPipeline._decode`'s output under which host normals still being made wait.
+PENDING_NORMALS = "normal_pending"
+
+
+def _done(fn: Callable[..., Any], *args: Any) -> Future:
+    """``fn(*args)`` run now, as a done future (the form :func:`~lotus2_ros.geometry.bands.submit` gives)."""
+    future: Future = Future()
+    future.set_result(fn(*args))
+    return future
+
+
 @lru_cache(maxsize=8)
 def _ray_planes(camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
     """The x and y components of ``camera.pixel_rays()`` as contiguous ``[H,W]`` planes (z is 1)."""
@@ -182,13 +214,17 @@ def _ray_planes(camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _points_from_depth(camera: PinholeCamera, depth_m: np.ndarray) -> np.ndarray:
-    """``pixel_rays() * depth_m[..., None]``: ``[H,W,3]`` float32 points, NaN where the depth is NaN.
+    """``pixel_rays() * depth_m[..., None]``: ``[H,W,3]`` float32 points, NaN where the depth is NaN."""
+    return points_along_rays(*_ray_planes(camera), depth_m)
+
+
+def points_along_rays(ray_x: np.ndarray, ray_y: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
+    """``(ray_x·z, ray_y·z, z)`` with ``z = depth_m``: ``[H,W,3]`` float32 points, NaN where the depth is NaN.
 
     Products on contiguous planes and one interleaving merge, several times faster than strided
     per-channel writes; z = 1 · depth is the depth itself (exact, NaN included). Over bands of rows
     (geometry.bands), so the products are merged from the cache rather than from memory.
     """
-    ray_x, ray_y = _ray_planes(camera)
     depth = np.ascontiguousarray(depth_m, dtype=np.float32)
     height, width = depth.shape
     points = np.empty((height, width, 3), dtype=np.float32)  # [H,W,3]
@@ -267,6 +303,8 @@ def load_model(config: PerceptionConfig) -> ModelBackend:
                           "(and dtype fp32) on this machine")
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    if config.host_threads:
+        set_host_threads(config.host_threads)
     return load_backend(backend_config(config))
 
 
@@ -297,7 +335,8 @@ class PerceptionPipeline:
     """Runs a model backend on frames and builds every product the node publishes."""
 
     def __init__(self, config: PerceptionConfig, backend: ModelBackend,
-                 metric: Callable[[Frame, PerceptionOutput], tuple] | None = None):
+                 metric: Callable[[Frame, PerceptionOutput], tuple] | None = None,
+                 allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None):
         """Args:
             config: Pipeline parameters (may be replaced later with :meth:`reconfigure`). Its
                 model fields must be those ``backend`` was loaded with (:func:`load_pipeline`).
@@ -305,9 +344,15 @@ class PerceptionPipeline:
             metric: Gives ``((s, t) or None, ScaleFitReport or None)`` for a frame's relative output.
                 Default: from ``config.metric_source`` (fixed values, or a :class:`MetricFitter` for
                 LiDAR / depth-image references).
+            allocate: ``allocate(shape, dtype)`` gives the (uninitialised, C-contiguous) arrays the
+                products are computed into (:attr:`allocate`). Default ``np.empty``.
         """
         self.backend = backend
         self.config = config
+        #: Makes the arrays of the per-frame image products (relative output, normals, metric depth,
+        #: colourised images), so that they can be computed straight into their final storage: the
+        #: node passes ``RclpyTypes.payload_array``, whose arrays its messages take without a copy.
+        self.allocate = np.empty if allocate is None else allocate
         #: Post-process and colourise on the model's device, downloading once (a GPU); on the CPU
         #: the numpy/OpenCV forms are faster. Both give the same values within float rounding.
         self.products_on_device = backend.device.type != "cpu"
@@ -453,26 +498,41 @@ class PerceptionPipeline:
         On a GPU (:attr:`products_on_device`) the post-processing and the colourised images the
         frame needs (``wanted``, as in :meth:`process`) are computed there and downloaded together
         once; they come back as ``"{task}_colorized"`` ``[H,W,3]`` uint8. On the CPU the backend's
-        numpy forms run and :meth:`_products` colourises.
+        numpy forms run, into arrays from :attr:`allocate`, and :meth:`_products` colourises the
+        depth. The normals and their colour image are made by :meth:`_host_normals` in one pass:
+        with another task, on a host thread (:func:`~lotus2_ros.geometry.bands.submit`) while this
+        one goes on; they wait as a future under :data:`PENDING_NORMALS`, and
+        ``postprocess_normal`` times the wait for them in :meth:`_products`.
 
         With ``members`` (a Lotus-G ensemble: ``[K,…]`` latents of one image) the K decoded
         members are reduced (``ensemble_reduce``: mean or median; normals renormalised) and the
         depth output's per-pixel standard deviation is returned under ``"depth_std"``.
         """
         backend, outputs, on_device = self.backend, {}, {}
+        decoded = {}
         for task, z in latents.items():
             with timer(f"decode_{task}"):
-                decoded = backend.decode(z, task)  # [B|K,3,h,w]
+                decoded[task] = backend.decode(z, task)  # [B|K,3,h,w]
+        if not self.products_on_device and not members and "normal" in decoded:
+            # On the host the normals (the longest chain: resize, normalise, colourise) are made on a
+            # second core while this thread makes the depth products; _products joins them.
+            colorize = self._want("normals/colorized", wanted)
+            run = submit if len(decoded) > 1 else _done
+            outputs[PENDING_NORMALS] = run(self._host_normals, decoded.pop("normal"), out_hw, colorize)
+        for task, image in decoded.items():
             with timer(f"postprocess_{task}"):
                 result = None
                 if self.products_on_device and not members:
                     to_tensor = backend.to_depth_tensor if task == "depth" else backend.to_normals_tensor
-                    result = to_tensor(decoded, out_hw)
+                    result = to_tensor(image, out_hw)
                 if result is None:
-                    out = (backend.to_depth if task == "depth" else backend.to_normals)(decoded, out_hw)
                     if members:
-                        out = self._reduce_members(task, out, outputs)
-                    outputs[task] = out
+                        out = (backend.to_depth if task == "depth" else backend.to_normals)(image, out_hw)
+                        outputs[task] = self._reduce_members(task, out, outputs)
+                        continue
+                    shape = (image.shape[0], *out_hw) + ((3,) if task == "normal" else ())
+                    to_host = backend.to_depth if task == "depth" else backend.to_normals
+                    outputs[task] = to_host(image, out_hw, out=self.allocate(shape, np.float32))
                     continue
                 on_device[task] = result  # [B,H,W] / [B,H,W,3] on the device
                 if self._want(f"{_TASK_TOPIC[task]}/colorized", wanted) and (
@@ -483,6 +543,14 @@ class PerceptionPipeline:
             with timer("postprocess_download"):
                 outputs.update(download(on_device))
         return outputs
+
+    def _host_normals(self, decoded: torch.Tensor, out_hw: tuple[int, int],
+                      colorize: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The host normals ``[B,H,W,3]`` of a decoded image and, if ``colorize``, the first one's colour image."""
+        shape = (decoded.shape[0], *out_hw, 3)
+        colorized = self.allocate(shape, np.uint8) if colorize else None
+        normals = self.backend.to_normals(decoded, out_hw, out=self.allocate(shape, np.float32), colorized=colorized)
+        return normals, None if colorized is None else colorized[0]
 
     def _reduce_members(self, task: str, members: np.ndarray, outputs: dict) -> np.ndarray:
         """An ensemble's ``[K,…]`` outputs → ``[1,…]`` (mean or median); the depth std into ``outputs``."""
@@ -508,8 +576,16 @@ class PerceptionPipeline:
 
     def _products(self, ctx: _FrameContext, decoded: dict[str, np.ndarray], refined: bool, refine_steps: int,
                   timer: StageTimer) -> PerceptionOutput:
-        cfg = self.config
+        """The frame's :class:`PerceptionOutput` from :meth:`_decode`'s outputs."""
+        try:
+            return self._made_products(ctx, decoded, refined, refine_steps, timer)
+        finally:
+            pending = decoded.get(PENDING_NORMALS)
+            if pending is not None:  # joined whatever happened: nothing is left writing into the products
+                wait([pending])
 
+    def _made_products(self, ctx: _FrameContext, decoded: dict, refined: bool, refine_steps: int,
+                       timer: StageTimer) -> PerceptionOutput:
         def want(topic: str) -> bool:
             return self._want(topic, ctx.wanted)
 
@@ -521,8 +597,9 @@ class PerceptionPipeline:
                 relative = decoded["depth"][0]
                 if self.aligners is not None:  # onto the sequence's scale (geometry.relative_alignment)
                     cal = ctx.calibration_out  # the image and K the motion is seen in (with camera_info)
+                    # In place: the model's own output is not kept (the alignment says how to get it back).
                     out.alignment = self.aligners[refined].update(relative, ctx.frame.stamp_ns, rgb=ctx.rgb_out,
-                                                                  K=None if cal is None else cal.K)
+                                                                  K=None if cal is None else cal.K, out=relative)
                     relative = out.alignment.values
                 if self.backend.info.depth_output == "depth":
                     out.relative_depth = relative
@@ -538,26 +615,39 @@ class PerceptionPipeline:
                 out.depth_colorized = None if out.alignment is not None else decoded.get("depth_colorized")  # GPU
                 if out.depth_colorized is None:
                     span = (0.0, 1.0) if out.alignment is not None else (None, None)
-                    out.depth_colorized = colorize_relative(out.relative, out.relative_kind, *span)
+                    out.depth_colorized = colorize_relative(out.relative, out.relative_kind, *span,
+                                                            out=self.allocate((*ctx.out_hw, 3), np.uint8))
             if out.normals is not None and want("normals/colorized"):
                 out.normals_colorized = decoded.get("normal_colorized")
                 if out.normals_colorized is None:
-                    out.normals_colorized = colorize_normals(out.normals)
+                    out.normals_colorized = colorize_normals(out.normals, out=self.allocate((*ctx.out_hw, 3), np.uint8))
+        self._metric_products(ctx, out, timer)
+        pending = decoded.get(PENDING_NORMALS)
+        if pending is not None:  # made alongside (see _decode): the time waited for them
+            with timer("postprocess_normal"):
+                normals, out.normals_colorized = pending.result()
+            out.normals = normals[0]
+        out.timings_ms = dict(timer.timings_ms)
+        return out
+
+    def _metric_products(self, ctx: _FrameContext, out: PerceptionOutput, timer: StageTimer) -> None:
+        """Metric depth and points of ``out`` (with a metric reference)."""
+        cfg = self.config
         if out.relative is not None:
             with timer("metric"):
                 st, out.scale_fit = self._scale_shift(ctx.frame, out)
                 if st is not None:
                     out.scale_shift = st
                     out.depth_m = metric_depth_from_relative(out.relative, out.relative_kind, *st, cfg.min_depth_m,
-                                                             cfg.max_depth_m)
-            if out.depth_m is not None and out.camera is not None and want("points"):
+                                                             cfg.max_depth_m, self.allocate(ctx.out_hw, np.float32))
+            if out.depth_m is not None and out.camera is not None and self._want("points", ctx.wanted):
                 with timer("points"):
                     model = out.camera_model
-                    out.points_m = _points_from_depth(model.camera, out.depth_m)  # [H,W,3], NaN stays NaN
-                    if not model.is_plain:  # rectified with R or P's Tx, Ty, Tz: into the frame_id frame
+                    if model.is_plain:  # along the pixel rays: built when first used (a cloud needs only the rays)
+                        out._point_rays = _ray_planes(model.camera)
+                    else:  # rectified with R or P's Tx, Ty, Tz: into the frame_id frame
+                        out.points_m = _points_from_depth(model.camera, out.depth_m)  # [H,W,3], NaN stays NaN
                         model.from_camera_frame(out.points_m, out=out.points_m)
-        out.timings_ms = dict(timer.timings_ms)
-        return out
 
     def _scale_shift(self, frame: Frame, out: PerceptionOutput) -> tuple:
         if self._metric is not None:

@@ -21,7 +21,7 @@ from ..perception.config import PerceptionConfig
 #: Node parameters the launch file offers as arguments (empty: the parameter file's value).
 PARAMETER_ARGUMENTS = (
     "backend", "base_model", "weights", "device", "dtype", "tasks", "process_res", "sharpen_enabled", "sharpen_rate_hz",
-    "sharpen_steps", "ensemble_size", "seed", "torch_threads", "image_transport", "qos_reliability", "require_camera_info", "rectify",
+    "sharpen_steps", "ensemble_size", "seed", "torch_threads", "host_threads", "image_transport", "qos_reliability", "require_camera_info", "rectify",
     "output_resolution", "publish_colorized", "publish_points", "min_depth_m", "max_depth_m", "metric_source",
     "extrinsic_source", "lidar_extrinsic", "metric_max_offset_ms", "max_image_px",
 )

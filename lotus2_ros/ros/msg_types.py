@@ -16,7 +16,10 @@ How a numpy buffer gets into an rclpy ``uint8[]`` field fast (figures from
   (Jazzy and later), then assigns the packed array: one copy in total, which for a 640x480 cloud
   with normals (9.8 MB) saves two ~3 ms copies.
 * Builders that hold the payload in an array already (images) use :meth:`RclpyTypes.copy_data`:
-  the same single memcpy, straight from their array. Builders that assemble a payload (the
+  the same single memcpy, straight from their array — or none at all when the array was made by
+  :meth:`RclpyTypes.payload_array`: its memory is a payload already, which the message takes as
+  it is (the node's pipeline computes its image products into such arrays; at 1280x720 that
+  saves copying 24 MB per frame). Builders that assemble a payload (the
   point cloud's interleaved records) write it through a numpy view of the final ``array.array``
   from :meth:`RclpyTypes.new_data`: no intermediate array and no copy afterwards, only the
   memset that sizes the array (for the 9.8 MB cloud, one pass instead of a full copy).
@@ -32,6 +35,7 @@ from __future__ import annotations
 import array
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -41,7 +45,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 
-__all__ = ["PayloadPool", "RclpyTypes", "rclpy_types"]
+__all__ = ["PayloadPool", "RclpyTypes", "rclpy_types", "whole_payload"]
 
 
 class PayloadPool:
@@ -54,10 +58,12 @@ class PayloadPool:
     refined) is in use at once; ``per_size`` arrays per byte size are kept (``max_bytes`` in all),
     beyond that payloads are allocated and left to the garbage collector as before.
 
-    Thread-safe: the node's core and refinement threads build messages concurrently.
+    Thread-safe: the node's core and refinement threads build messages concurrently. ``per_size``
+    covers a frame's products of one size in flight: at 1280x720 the disparity, the metric depth,
+    the previous frame's disparity the aligner keeps, for core and refined results.
     """
 
-    def __init__(self, min_bytes: int = 1 << 20, per_size: int = 2, max_bytes: int = 256 << 20) -> None:
+    def __init__(self, min_bytes: int = 1 << 20, per_size: int = 8, max_bytes: int = 256 << 20) -> None:
         self.min_bytes = int(min_bytes)
         self.per_size = int(per_size)
         self.max_bytes = int(max_bytes)
@@ -95,6 +101,19 @@ class PayloadPool:
         return self._held_bytes
 
 
+def whole_payload(data: np.ndarray) -> array.array | None:
+    """The ``array.array('B')`` whose memory ``data`` covers exactly (C-contiguous, all of it), else None."""
+    base = data
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if not (isinstance(base, array.array) and base.typecode == "B" and data.flags.c_contiguous):
+        return None
+    address, length = base.buffer_info()
+    return base if length == data.nbytes and data.ctypes.data == address else None
+
+
 def _accepts_check_fields() -> bool:
     """Whether generated messages take the ``check_fields`` constructor argument (Jazzy+)."""
     try:
@@ -126,8 +145,10 @@ class RclpyTypes:
             ScaleFit = None
         #: ``lotus2_ros/msg/ScaleFit``, or None where the package was not built with colcon.
         self.ScaleFit = ScaleFit
-        #: Recycled payloads of :meth:`copy_data` and :meth:`new_data`.
+        #: Recycled payloads of :meth:`copy_data`, :meth:`new_data` and :meth:`payload_array`.
         self.payloads = PayloadPool()
+        #: The payloads :meth:`payload_array` lent last (weakly: unpooled ones go when dropped).
+        self._product_payloads: dict[int, weakref.ref] = {}
 
     def create(self, cls: Any, /, **fields: Any) -> Any:
         """``cls(**fields)`` with ``data`` (a fresh 1-D uint8 ndarray) stored with one copy.
@@ -154,15 +175,52 @@ class RclpyTypes:
 
     def copy_data(self, data: np.ndarray) -> array.array:
         """``array.array('B')`` with a copy of a C-contiguous uint8 array's bytes (one memcpy, into a
-        recycled payload when one is free)."""
+        recycled payload when one is free).
+
+        An array from :meth:`payload_array` (or a view of all of it) is not copied: its payload is
+        returned, so the message and the array share memory. Its maker does not write to it
+        afterwards (the pipeline's products are final once messages are built). Any other array
+        is copied, whatever memory it views (an incoming message's, say).
+        """
+        packed = whole_payload(data)
+        if packed is not None and self._is_product_payload(packed):
+            return packed
         flat = memoryview(data).cast("B")
         if flat.nbytes < self.payloads.min_bytes:
             packed = array.array("B")
             packed.frombytes(flat)
             return packed
-        packed = self.payloads.take(flat.nbytes)
+        packed = self._take(flat.nbytes)
         np.frombuffer(packed, dtype=np.uint8)[:] = np.frombuffer(flat, dtype=np.uint8)
         return packed
+
+    def _take(self, nbytes: int, product: bool = False) -> array.array:
+        """A pooled payload, marked as product storage (:meth:`payload_array`) or not."""
+        packed = self.payloads.take(nbytes)
+        key, marks = id(packed), self._product_payloads
+        if product:
+            # Weakly (arrays are unhashable): the mark goes with an unpooled payload when it is dropped.
+            marks[key] = weakref.ref(packed, lambda ref, key=key: marks.pop(key, None) if marks.get(key) is ref else None)
+        elif key in marks:
+            marks.pop(key, None)
+        return packed
+
+    def _is_product_payload(self, packed: array.array) -> bool:
+        ref = self._product_payloads.get(id(packed))
+        return ref is not None and ref() is packed
+
+    def payload_array(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """An uninitialised C-contiguous array whose memory is a whole message payload.
+
+        :meth:`copy_data` hands the payload itself to a message built from the array (no copy);
+        the pool recycles it once neither the array (nor a view of it) nor a message holds it.
+        Small arrays (below the pool's ``min_bytes``) are plain numpy arrays.
+        """
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes < self.payloads.min_bytes:
+            return np.empty(shape, dtype)
+        return np.frombuffer(self._take(nbytes, product=True), dtype=dtype).reshape(shape)
 
     def new_data(self, nbytes: int) -> tuple[array.array, np.ndarray]:
         """``array.array('B')`` of ``nbytes`` bytes (recycled or zeros) and a writable numpy view of it.
@@ -170,7 +228,7 @@ class RclpyTypes:
         The view keeps the array from being resized or recycled while it lives, so builders drop
         it before the message is used.
         """
-        packed = self.payloads.take(nbytes)
+        packed = self._take(nbytes)
         return packed, np.frombuffer(packed, dtype=np.uint8)
 
     @staticmethod

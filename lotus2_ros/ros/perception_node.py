@@ -157,6 +157,7 @@ class PerceptionNode(Node):
         self.types = rclpy_types()
         self.stats = NodeStats()
         self.pipeline = load_pipeline(self.config)  # before any subscription: fail fast
+        self.pipeline.allocate = self.types.payload_array  # products computed into message payloads
         self.backend = self.pipeline.backend
         self.add_on_set_parameters_callback(on_set_parameters(self, lambda: self.config, self._apply, READ_ONLY))
 

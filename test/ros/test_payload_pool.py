@@ -13,7 +13,7 @@ pytest.importorskip("sensor_msgs.msg", reason="needs the ROS 2 sensor_msgs wheel
 from lotus2_ros.io.image_msgs import build_image, image_msg_to_array  # noqa: E402
 from lotus2_ros.io.pointcloud import build_pointcloud2, read_pointcloud2_fields  # noqa: E402
 from lotus2_ros.io.stamps import build_header  # noqa: E402
-from lotus2_ros.ros.msg_types import PayloadPool, RclpyTypes  # noqa: E402
+from lotus2_ros.ros.msg_types import PayloadPool, RclpyTypes, whole_payload  # noqa: E402
 
 SIZE = 2 << 20  # above the pool's 1 MiB threshold
 
@@ -88,3 +88,62 @@ def test_threads_building_at_once_never_share_a_payload():
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_an_image_made_in_payload_storage_goes_into_its_message_without_a_copy():
+    types = RclpyTypes()
+    header = build_header(types, 5, "cam")
+    depth = types.payload_array((512, 1024), np.float32)  # 2 MiB: pooled
+    depth[:] = 4.0
+    msg = build_image(types, header, depth, "32FC1")
+    assert msg.data is whole_payload(depth)  # the message holds the array's own memory
+    np.testing.assert_array_equal(image_msg_to_array(msg), 4.0)
+    rgb = types.payload_array((1, 512, 1024, 3), np.uint8)  # a [1,H,W,3] product, published as its [0]
+    rgb[:] = 9
+    assert build_image(types, header, rgb[0], "rgb8").data is whole_payload(rgb)
+
+
+def test_part_of_a_payload_array_a_plain_array_or_a_small_one_is_copied():
+    types = RclpyTypes()
+    header = build_header(types, 5, "cam")
+    big = types.payload_array((1024, 1024), np.float32)
+    big[:] = np.arange(1024, dtype=np.float32)[:, None]
+    half = build_image(types, header, big[:512], "32FC1")  # the payload's first half only
+    assert whole_payload(big[:512]) is None and half.data is not whole_payload(big)
+    big[:] = -1.0
+    np.testing.assert_array_equal(image_msg_to_array(half), np.arange(512, dtype=np.float32)[:, None].repeat(1024, 1))
+    small = types.payload_array((8, 8), np.float32)  # below the pool's threshold: an ordinary array
+    assert whole_payload(small) is None
+    plain = np.zeros((512, 1024), np.float32)
+    msg = build_image(types, header, plain, "32FC1")
+    plain[:] = 1.0
+    np.testing.assert_array_equal(image_msg_to_array(msg), 0.0)
+
+
+def test_a_payload_is_recycled_only_once_the_product_array_and_its_message_are_gone():
+    types = RclpyTypes()
+    product = types.payload_array((512, 1024), np.float32)
+    product[:] = 1.0
+    msg = build_image(types, build_header(types, 5, "cam"), product, "32FC1")
+    payload = weakref.ref(msg.data)
+    del msg
+    other = types.payload_array((512, 1024), np.float32)  # the product still holds its payload
+    other[:] = 2.0
+    assert whole_payload(other) is not payload()
+    np.testing.assert_array_equal(product, 1.0)
+    del product
+    assert whole_payload(types.payload_array((512, 1024), np.float32)) is payload()  # now free again
+
+
+def test_an_array_viewing_some_other_message_payload_is_still_copied():
+    types = RclpyTypes()
+    header = build_header(types, 5, "cam")
+    incoming = build_image(types, header, np.full((512, 1024), 1.0, np.float32), "32FC1")  # e.g. a received image
+    view = np.frombuffer(incoming.data, np.float32).reshape(512, 1024)  # all of that message's payload
+    assert whole_payload(view) is incoming.data
+    outgoing = build_image(types, header, view, "32FC1")
+    assert outgoing.data is not incoming.data  # not a product array: copied as before
+    recycled = types.payload_array((512, 1024), np.float32)
+    del incoming, view, outgoing
+    reused = build_image(types, header, np.zeros((512, 1024), np.float32), "32FC1")  # may reuse a product's payload
+    assert reused.data is not whole_payload(recycled)  # the product still holds its own
