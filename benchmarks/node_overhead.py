@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 
+from lotus2_ros.geometry.bands import host_threads, set_host_threads  # noqa: E402
 from lotus2_ros.geometry.calibration import CameraCalibration  # noqa: E402
 from lotus2_ros.io.image_msgs import build_image, image_msg_to_rgb  # noqa: E402
 from lotus2_ros.io.stamps import build_header  # noqa: E402
@@ -129,17 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice); 1 keeps torch's idle worker "
                         "threads from competing with the numpy stages on a small, busy machine")
+    parser.add_argument("--host-threads", type=int, default=0,
+                        help="threads for the per-pixel host stages, as the node's host_threads parameter "
+                        "(0: the default, the cores up to 4; 1: all on the frame's thread)")
     parser.add_argument("--no-retain-freed-memory", dest="retain_freed_memory", action="store_false",
                         help="leave glibc's allocator as it is (the node calls retain_freed_memory at start)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    set_host_threads(args.host_threads)  # as the node does with its host_threads parameter
 
     # As the node does at start (perception/memory.py); --no-retain-freed-memory measures without.
     retained = retain_freed_memory() if args.retain_freed_memory else False
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}; "
-          f"freed memory retained as in the node: {retained}")
+          f"freed memory retained as in the node: {retained}; host threads: {host_threads()}")
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny_model(Path(tmp) / "tiny", seed=0)
         engine = Lotus2Engine.load(BackendConfig(base_model=model.base_model, weights=model.weights,

@@ -502,7 +502,8 @@ class PerceptionPipeline:
         depth. The normals and their colour image are made by :meth:`_host_normals` in one pass:
         with another task, on a host thread (:func:`~lotus2_ros.geometry.bands.submit`) while this
         one goes on; they wait as a future under :data:`PENDING_NORMALS`, and
-        ``postprocess_normal`` times the wait for them in :meth:`_products`.
+        ``postprocess_normal`` times the hand-off here and the wait for them in :meth:`_products`
+        (or, made on this thread, the whole of them).
 
         With ``members`` (a Lotus-G ensemble: ``[K,…]`` latents of one image) the K decoded
         members are reduced (``ensemble_reduce``: mean or median; normals renormalised) and the
@@ -518,7 +519,8 @@ class PerceptionPipeline:
             # second core while this thread makes the depth products; _products joins them.
             colorize = self._want("normals/colorized", wanted)
             run = submit if len(decoded) > 1 else _done
-            outputs[PENDING_NORMALS] = run(self._host_normals, decoded.pop("normal"), out_hw, colorize)
+            with timer("postprocess_normal"):  # all of it when made here, the hand-off when made beside
+                outputs[PENDING_NORMALS] = run(self._host_normals, decoded.pop("normal"), out_hw, colorize)
         for task, image in decoded.items():
             with timer(f"postprocess_{task}"):
                 result = None

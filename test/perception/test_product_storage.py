@@ -7,6 +7,8 @@ on one thread, whatever the storage held before.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,32 @@ def test_the_normals_made_on_a_second_thread_equal_those_made_on_one(tiny_engine
         for key in IMAGE_PRODUCTS:
             assert np.array_equal(getattr(one, key), getattr(two, key), equal_nan=True), key
         assert "postprocess_normal" in two.timings_ms  # the wait for them is timed
+
+
+@pytest.mark.parametrize("tasks, threads", [(["depth", "normal"], 1), (["depth", "normal"], 2), (["normal"], 2)])
+def test_the_time_spent_on_the_normals_counts_in_the_frames_overhead(tiny_engine, host_threads, monkeypatch,
+                                                                      tasks, threads):
+    # Made on the frame's own thread (one host thread, or normals alone) the normals' time is part of
+    # the frame's wall time outside the forwards, so it must be in the stage timings; made beside
+    # the depth products, the frame waits for them at most that long.
+    host_threads(threads)
+    pipeline = PerceptionPipeline(_config(tasks=tasks), tiny_engine)
+    slow_ms, to_normals = 80.0, tiny_engine.to_normals
+
+    def slow(*args, **kwargs):
+        time.sleep(slow_ms / 1e3)
+        return to_normals(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_engine, "to_normals", slow)
+    t0 = time.perf_counter()
+    out, _ = pipeline.process(_frames(1)[0])
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    assert out.normals is not None
+    forwards_ms = sum(out.timings_ms.values()) - out.overhead_ms
+    beside = threads > 1 and len(tasks) > 1  # the depth products' time overlaps the normals'
+    assert out.timings_ms["postprocess_normal"] >= slow_ms * 0.9 - (20.0 if beside else 0.0)
+    assert out.overhead_ms >= slow_ms * 0.9
+    assert out.overhead_ms + forwards_ms <= wall_ms + 1.0
 
 
 def test_an_error_while_making_the_normals_reaches_the_caller(tiny_engine, host_threads, monkeypatch):
