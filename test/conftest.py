@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub from the tests
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Each test leaves torch's thread count as it found it (a benchmark's ``--torch-threads 1`` run
+    in-process, a node's ``torch_threads`` parameter): float results that depend on the reduction
+    order must not depend on which tests ran before."""
+    torch = sys.modules.get("torch")  # not imported here: some tests check what a module imports
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -73,13 +73,14 @@ def test_lotus1_matches_the_step_by_step_reference(tiny_lotus1, tiny_lotus1_d, w
         assert got.shape == hw and (out.relative_kind == ("disparity" if which == "g" else "depth"))
         np.testing.assert_allclose(got, ref.mean(axis=-1), atol=2e-5, rtol=0)  # float rounding, amplified by a random U-Net
     else:
-        n = 2.0 * ref.astype(np.float64) - 1.0
-        expected = -n / np.linalg.norm(n, axis=-1, keepdims=True)  # ROS optical frame, unit
-        # Directions (renormalising a short decoded vector magnifies float rounding in components).
-        got = out.normals.astype(np.float64)
-        angle = np.degrees(np.arctan2(np.linalg.norm(np.cross(got, expected), axis=-1), np.sum(got * expected, -1)))
-        assert angle.max() < 0.01
+        n = 2.0 * ref.astype(np.float64) - 1.0  # the decoded vector, Lotus convention
+        length = np.linalg.norm(n, axis=-1, keepdims=True)
         np.testing.assert_allclose(np.linalg.norm(out.normals, axis=-1), 1.0, atol=1e-5)
+        # The unit normal, given the decoded vector's length back, is -n (ROS optical frame) within
+        # the decode's float rounding: 2e-5 on u as for depth, so 4e-5 on n = 2u - 1. Compared as
+        # directions instead, a short decoded vector (|n| ~ 0.01 here) magnifies that rounding into
+        # angles that move with torch's thread count.
+        np.testing.assert_allclose(out.normals.astype(np.float64) * length, -n, atol=4e-5, rtol=0)
 
 
 def test_the_seed_is_drawn_as_the_official_pipeline_draws_it(tiny_lotus1):

@@ -186,8 +186,14 @@ def test_lora_trains_only_the_lora_the_task_switcher_and_conv_in(sd2_base, tmp_p
     trainer.run()
     changed = {n for n, p in unet.named_parameters() if not torch.equal(p, before[n])}
     assert changed and changed <= trainable
-    assert not any(trainable_name.endswith("lora_B.default.weight") and trainable_name not in changed
-                   for trainable_name in trainable)  # every LoRA B has moved off its zero start
+    # Every LoRA B has moved off its zero start, except q and k of the mid block's self-attention:
+    # at 64x48 the mid block sees a 1x1 latent, one token, and a softmax over one key has no
+    # gradient with respect to q or k (whether round-off moves them under Adam is up to the kernel).
+    one_token = "mid_block.attentions.0.transformer_blocks.0.attn1.to_"
+    assert FRAME_WH == (64, 48)
+    no_gradient = {n for n in trainable if n.startswith((one_token + "q.", one_token + "k."))}
+    assert len(no_gradient) == 4  # lora_A and lora_B of to_q and to_k
+    assert not any(n.endswith("lora_B.default.weight") and n not in changed for n in trainable - no_gradient)
 
 
 # ----------------------------------------------------------------------------- export
