@@ -108,9 +108,9 @@ def test_the_time_spent_on_the_normals_counts_in_the_frames_overhead(tiny_engine
     wall_ms = (time.perf_counter() - t0) * 1e3
     assert out.normals is not None
     forwards_ms = sum(out.timings_ms.values()) - out.overhead_ms
-    beside = threads > 1 and len(tasks) > 1  # the depth products' time overlaps the normals'
-    assert out.timings_ms["postprocess_normal"] >= slow_ms * 0.9 - (20.0 if beside else 0.0)
-    assert out.overhead_ms >= slow_ms * 0.9
+    if not (threads > 1 and len(tasks) > 1):  # beside the depth products only the wait is this stage's
+        assert out.timings_ms["postprocess_normal"] >= slow_ms * 0.9
+    assert out.overhead_ms >= slow_ms * 0.9  # the frame waits for them either way
     assert out.overhead_ms + forwards_ms <= wall_ms + 1.0
 
 
